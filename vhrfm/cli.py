@@ -1,0 +1,90 @@
+"""The ``vhrfm`` command line. Every command has ``--help``; bad input exits with code 2 and one clear line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vhrfm.errors import VHRFMInputError
+
+app = typer.Typer(help="vhrfm: foundation model for very-high-resolution multispectral imagery.", no_args_is_help=True,
+                  add_completion=False)
+data_app = typer.Typer(help="Data preparation: splits and normalisation statistics.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+PROFILE = typer.Option("cpu", "--profile", "-p", help="params.yaml profile: smoke, cpu or gpu.")
+
+
+@app.command()
+def sensors(sensor: Optional[str] = typer.Argument(None, help="A sensor id or alias; all sensors when omitted.")):
+    """List the sensor registry, or the bands of one sensor."""
+    from vhrfm.sensors import SENSORS, get_sensor
+
+    if sensor is None:
+        for s in SENSORS.values():
+            typer.echo(f"{s.id:14s} {s.name:28s} bands={len(s.bands):2d} gsd={s.gsd_m} bits={s.bit_depth}")
+        return
+    s = get_sensor(sensor)
+    typer.echo(f"{s.name} ({s.id}); GSD {s.gsd_m} m; {s.bit_depth}-bit; {s.reference}")
+    for b in s.bands:
+        typer.echo(f"  {b.name:10s} {b.group:4s} centre {b.center_nm:7.1f} nm  width {b.width_nm:6.1f} nm")
+
+
+@app.command()
+def info(path: Path = typer.Argument(..., help="A raster file (GeoTIFF, JPEG, PNG)."),
+         sensor: Optional[str] = typer.Option(None, help="Check the band count against this sensor (PAN, MS or all bands)."),
+         as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Check a raster and print its size, bands, dtype, CRS and resolution."""
+    from dataclasses import asdict
+
+    from vhrfm.data.io import raster_info
+    from vhrfm.sensors import get_sensor
+
+    meta = raster_info(path)
+    if sensor:
+        s = get_sensor(sensor)
+        allowed = sorted({len(s.band_names(g)) for g in s.gsd_m} | {len(s.bands)} - {0})
+        if meta.count not in allowed:
+            raise VHRFMInputError(f"band count does not match sensor {s.id}", expected=f"one of {allowed}",
+                                  found=meta.count, path=path)
+    if as_json:
+        typer.echo(json.dumps(asdict(meta)))
+    else:
+        for k, v in asdict(meta).items():
+            typer.echo(f"{k:10s} {v}")
+
+
+@data_app.command("prepare")
+def data_prepare(profile: str = PROFILE,
+                 out_dir: Optional[Path] = typer.Option(None, help="Output folder (default results[/<profile>]/data).")):
+    """Write the split table (spatially disjoint) and per-product normalisation statistics."""
+    from vhrfm.data.prepare import prepare
+
+    typer.echo(json.dumps(prepare(profile, out_dir)))
+
+
+@app.command()
+def notebook(source: Path = typer.Argument(..., help="jupytext .py notebook"),
+             output: Path = typer.Argument(..., help="executed .ipynb to write"),
+             profile: str = PROFILE):
+    """Execute a chapter notebook with papermill for one profile (what the DVC stages run)."""
+    from vhrfm.config import load_profile
+    from vhrfm.pipeline import run_notebook
+
+    load_profile(profile)  # unknown profile: clear error before starting a kernel
+    run_notebook(source, output, {"profile": profile})
+
+
+def main() -> None:
+    try:
+        app()
+    except VHRFMInputError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

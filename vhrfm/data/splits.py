@@ -1,0 +1,145 @@
+"""Spatially disjoint train / val / test splits, stored as files.
+
+The unit of assignment is a *block*: a rectangle of an image (about ``block_size`` pixels a side,
+blocks of equal size per image) or a whole image group. Images of the same ground (a PAN and an MS
+file, two stereo views, pre and post) share a group and a fractional block grid, so one block of
+ground lands in one split in all of them. Tiles are cut inside blocks only, so no two tiles of
+different splits overlap. A source's published split (e.g. the seal tiles' test) is kept as it is,
+never re-drawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from vhrfm.data.io import raster_info, tile_grid
+from vhrfm.data.sources import Item
+
+SPLITS = ("train", "val", "test")
+MANY_GROUPS = 10  # with at least this many image groups, whole groups are assigned (no blocks needed)
+
+SPLIT_COLUMNS = ["source", "path", "product", "group", "block", "split", "row_off", "col_off", "height", "width"]
+
+
+def _edges(size: int, n: int) -> np.ndarray:
+    return np.linspace(0, size, n + 1).round().astype(int)
+
+
+def allocate(units: Sequence[str], fractions: dict[str, float], seed: int) -> dict[str, str]:
+    """Assign units to splits in the given fractions (seeded); with >= 3 units, val and test get >= 1."""
+    units = sorted(units)
+    rng = np.random.default_rng(seed)
+    order = [units[i] for i in rng.permutation(len(units))]
+    n = len(order)
+    n_test = int(round(fractions.get("test", 0) * n))
+    n_val = int(round(fractions.get("val", 0) * n))
+    if n >= 3:
+        n_test, n_val = max(1, n_test), max(1, n_val)
+    n_test = min(n_test, n)
+    n_val = min(n_val, n - n_test)
+    out = {}
+    for i, u in enumerate(order):
+        out[u] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
+    return out
+
+
+def select_items(items: list[Item], max_items: int | None) -> list[Item]:
+    """The first ``max_items`` images of each published split (all when None), for small profiles."""
+    if max_items is None:
+        return list(items)
+    counts: dict = {}
+    out = []
+    for it in items:
+        n = counts.get(it.published_split, 0)
+        if n < max_items:
+            out.append(it)
+            counts[it.published_split] = n + 1
+    return out
+
+
+def make_splits(
+    items: list[Item],
+    *,
+    tile_size: int,
+    overlap: int,
+    block_size: int,
+    fractions: dict[str, float],
+    seed: int,
+) -> pd.DataFrame:
+    """One row per tile: its window, block, group and split. Deterministic for a seed."""
+    infos = {it.path: raster_info_cached(it.path) for it in items}
+    rows = []
+    by_source: dict[str, list[Item]] = {}
+    for it in items:
+        by_source.setdefault(it.source, []).append(it)
+    for source, its in sorted(by_source.items()):
+        groups: dict[str, list[Item]] = {}
+        for it in its:
+            groups.setdefault(it.group, []).append(it)
+        published = {g: m[0].published_split for g, m in groups.items() if m[0].published_split}
+        whole = len(groups) >= MANY_GROUPS or len(published) == len(groups)
+        # fractional block grid per group, from its first image
+        grid = {}
+        for g, members in groups.items():
+            ref = infos[members[0].path]
+            nr = 1 if whole else max(1, round(ref.height / block_size))
+            nc = 1 if whole else max(1, round(ref.width / block_size))
+            grid[g] = (nr, nc)
+        units = [f"{g}#{r}.{c}" for g, (nr, nc) in grid.items() for r in range(nr) for c in range(nc) if g not in published]
+        seed_s = seed + sum(map(ord, source))  # per-source stream, stable across runs and Python versions
+        assignment = allocate(units, fractions, seed_s)
+        for g, members in groups.items():
+            nr, nc = grid[g]
+            for it in members:
+                info = infos[it.path]
+                re_, ce_ = _edges(info.height, nr), _edges(info.width, nc)
+                for r in range(nr):
+                    for c in range(nc):
+                        unit = f"{g}#{r}.{c}"
+                        split = published.get(g) or assignment[unit]
+                        bounds = (int(re_[r]), int(ce_[c]), int(re_[r + 1]), int(ce_[c + 1]))
+                        for t in tile_grid(info.height, info.width, tile_size, overlap, bounds=bounds):
+                            w = t.window
+                            rows.append((source, it.path, it.product, g, unit, split,
+                                         int(w.row_off), int(w.col_off), int(w.height), int(w.width)))
+    return pd.DataFrame(rows, columns=SPLIT_COLUMNS)
+
+
+_INFO_CACHE: dict = {}
+
+
+def raster_info_cached(rel_path: str):
+    from vhrfm.config import data_dir
+
+    if rel_path not in _INFO_CACHE:
+        _INFO_CACHE[rel_path] = raster_info(data_dir() / rel_path)
+    return _INFO_CACHE[rel_path]
+
+
+def check_disjoint(df: pd.DataFrame) -> list[str]:
+    """Problems found: tiles of different splits that overlap, or a block / group spread over splits."""
+    problems = []
+    for unit, g in df.groupby(["source", "block"]):
+        if g.split.nunique() > 1:
+            problems.append(f"block {unit} in splits {sorted(g.split.unique())}")
+    published_groups = df.groupby(["source", "group"]).block.nunique()
+    for (source, group), nblocks in published_groups.items():
+        if nblocks == 1:
+            splits = df[(df.source == source) & (df.group == group)].split.unique()
+            if len(splits) > 1:
+                problems.append(f"group {source}/{group} in splits {sorted(splits)}")
+    for path, g in df.groupby("path"):
+        if g.split.nunique() < 2:
+            continue
+        r0, c0 = g.row_off.to_numpy(), g.col_off.to_numpy()
+        r1, c1 = r0 + g.height.to_numpy(), c0 + g.width.to_numpy()
+        s = g.split.to_numpy()
+        for i in range(len(g)):
+            ov = (r0[i] < r1) & (r0 < r1[i]) & (c0[i] < c1) & (c0 < c1[i]) & (s != s[i])
+            if ov.any():
+                problems.append(f"{path}: tile at ({r0[i]},{c0[i]}) ({s[i]}) overlaps another split")
+                break
+    return problems
