@@ -59,7 +59,7 @@ def info(path: Path = typer.Argument(..., help="A raster file (GeoTIFF, JPEG, PN
 
 @data_app.command("prepare")
 def data_prepare(profile: str = PROFILE,
-                 out_dir: Optional[Path] = typer.Option(None, help="Output folder (default results[/<profile>]/data).")):
+                 out_dir: Optional[Path] = typer.Option(None, help="Output folder (default: results/data, or results/PROFILE/data for other profiles).")):
     """Write the split table (spatially disjoint) and per-product normalisation statistics."""
     from vhrfm.data.prepare import prepare
 

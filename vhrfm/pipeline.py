@@ -13,7 +13,7 @@ from vhrfm.config import project_root
 def stages(profile: str) -> list[str]:
     """DVC stage names (``name@profile``) of every foreach stage, in file order."""
     spec = yaml.safe_load((project_root() / "dvc.yaml").read_text())
-    profiles = spec["vars"][0]["profiles"]
+    profiles = spec["vars"][0]["runs"]
     if profile not in profiles:
         raise SystemExit(f"profile {profile!r} is not in dvc.yaml vars (have {sorted(profiles)})")
     return [f"{name}@{profile}" for name, st in spec["stages"].items() if "foreach" in st]

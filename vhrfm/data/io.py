@@ -148,7 +148,11 @@ def read_window(
     ``allow_empty=False`` a window in which no pixel is valid raises :class:`VHRFMInputError`.
     """
     idx = list(bands) if bands is not None else list(range(1, src.count + 1))
-    data = src.read(idx, window=window)
+    try:
+        data = src.read(idx, window=window)
+    except RasterioIOError as exc:
+        raise VHRFMInputError("raster pixels cannot be read (corrupt or truncated file)", found=str(exc).splitlines()[0],
+                              path=src.name) from None
     valid = np.ones(data.shape[1:], dtype=bool)
     if src.nodata is not None:
         valid &= ~np.all(data == src.nodata, axis=0)

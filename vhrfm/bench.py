@@ -1,0 +1,99 @@
+"""Benchmarks (``make bench``): each writes a JSON file under ``results/bench/``.
+
+``io``: windowed tile reading + normalisation throughput versus one plain rasterio full read of the
+same file, as a ratio measured in the same run. Timings are the best of ``repeats`` runs (wall clock),
+on whatever machine runs it; the JSON records the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from vhrfm.data.io import iter_tiles, raster_info
+from vhrfm.data.normalize import Normalizer, band_statistics
+
+DEFAULT_IO_FILES = (
+    "pretrain/worldview2_8band_pansharpening/pan.tif",   # GeoTIFF, striped, uint16
+    "pretrain/airbus_pleiades_aircraft/images/014de911-7810-4f7d-8967-3e5402209f4a.jpg",  # 2560x2560 JPEG
+)
+
+
+def machine() -> dict:
+    import psutil
+
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "processor": platform.processor()}
+
+
+def _best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def bench_io(path: str | Path, tile: int = 256, overlap: int = 32, repeats: int = 3) -> dict:
+    info = raster_info(path)
+    mpx = info.width * info.height / 1e6
+    with rasterio.open(path) as src:
+        sample = src.read(window=((0, min(256, src.height)), (0, min(256, src.width))))
+    norm = Normalizer.from_stats(band_statistics([(sample, np.ones(sample.shape[1:], bool))]))
+
+    def full():
+        with rasterio.open(path) as src:
+            src.read()
+
+    def tiled():
+        for _, data, _ in iter_tiles(path, tile, overlap, skip_empty=False):
+            norm(data)
+
+    t_full = _best(full, repeats)
+    t_tiled = _best(tiled, repeats)
+    try:
+        shown = str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        shown = Path(path).name
+    return {"file": shown, "driver": info.driver, "shape": list(info.shape), "dtype": info.dtype,
+            "tile": tile, "overlap": overlap, "repeats": repeats, "megapixels": round(mpx, 3),
+            "full_read_s": round(t_full, 4), "tiled_read_normalise_s": round(t_tiled, 4),
+            "full_read_mpx_s": round(mpx / t_full, 2), "tiled_mpx_s": round(mpx / t_tiled, 2),
+            "ratio_tiled_vs_full": round(t_full / t_tiled, 3)}
+
+
+def run_io(out_dir: Path, files=None, repeats: int = 3) -> Path:
+    from vhrfm.config import data_dir
+
+    paths = [Path(f) for f in files] if files else [data_dir() / f for f in DEFAULT_IO_FILES]
+    results = [bench_io(p, repeats=repeats) for p in paths]
+    out = {"benchmark": "io", "what": "windowed tiles (256 px, 32 overlap) read + normalised vs one full rasterio read",
+           "goal": "ratio_tiled_vs_full close to 1 (tiling costs little over a full read)", "machine": machine(),
+           "results": results}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "io.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return path
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="results/bench")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--only", choices=["io"], default=None)
+    args = ap.parse_args(argv)
+    p = run_io(Path(args.out), repeats=args.repeats)
+    print(p.read_text())
+
+
+if __name__ == "__main__":
+    main()
