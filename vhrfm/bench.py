@@ -66,7 +66,7 @@ def bench_io(path: str | Path, tile: int = 256, overlap: int = 32, repeats: int 
         shown = Path(path).name
     return {"file": shown, "driver": info.driver, "shape": list(info.shape), "dtype": info.dtype,
             "tile": tile, "overlap": overlap, "repeats": repeats, "megapixels": round(mpx, 3),
-            "full_read_s": round(t_full, 4), "tiled_read_normalise_s": round(t_tiled, 4),
+            "full_read_s": round(t_full, 6), "tiled_read_normalise_s": round(t_tiled, 6),
             "full_read_mpx_s": round(mpx / t_full, 2), "tiled_mpx_s": round(mpx / t_tiled, 2),
             "ratio_tiled_vs_full": round(t_full / t_tiled, 3)}
 
