@@ -78,6 +78,20 @@ def notebook(source: Path = typer.Argument(..., help="jupytext .py notebook"),
     run_notebook(source, output, {"profile": profile})
 
 
+@app.command("pretrain")
+def pretrain_cmd(profile: str = PROFILE,
+                 method: Optional[list[str]] = typer.Option(None, "--method", "-m", help="Method(s) from params.yaml (default: all)."),
+                 out_dir: Optional[Path] = typer.Option(None, help="Output folder (default: models/ssl, or models/PROFILE/ssl).")):
+    """Self-supervised pretraining of every method in the profile (MAE, contrastive, hybrid, ablations).
+
+    Runs on one process, or on several with torchrun (DDP): torchrun --nproc_per_node 2 -m vhrfm.cli pretrain
+    """
+    from vhrfm.ssl.run import run_pretraining
+
+    s = run_pretraining(profile, method, out_dir)
+    typer.echo(json.dumps({k: v for k, v in s.items() if k != "methods"}))
+
+
 def main() -> None:
     try:
         app()

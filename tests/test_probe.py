@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+
+from vhrfm.metrics import accuracy_with_ci, bootstrap_ci
+from vhrfm.ssl.evaluate import mean_over_tasks, pca_rgb, select_best
+from vhrfm.ssl.probe import ProbeTask, evaluate_features, knn_predict, pixel_stat_features, rcf_features
+
+
+def _task(n=120, sep=3.0, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.tile([0, 1], n // 2)
+    X = rng.normal(size=(n, 3, 16, 16)).astype(np.float32)
+    X[y == 1, 0] += sep  # class 1 is brighter in band 0
+    split = np.array(["train"] * (n // 2) + ["val"] * (n // 4) + ["test"] * (n - n // 2 - n // 4))
+    return ProbeTask("toy", "worldview2", X, y, split, np.array([480, 560, 660], np.float32),
+                     np.array([60, 70, 60], np.float32), 1.0, "toy")
+
+
+def test_bootstrap_ci_brackets_the_mean_and_narrows_with_n():
+    rng = np.random.default_rng(0)
+    small, big = rng.random(50) < 0.8, rng.random(5000) < 0.8
+    lo_s, hi_s = bootstrap_ci(small)
+    lo_b, hi_b = bootstrap_ci(big)
+    assert lo_s <= small.mean() <= hi_s and lo_b <= big.mean() <= hi_b
+    assert (hi_b - lo_b) < (hi_s - lo_s)
+    r = accuracy_with_ci([1, 0, 1, 1], [1, 0, 0, 1])
+    assert r["acc"] == 0.75 and r["n"] == 4
+
+
+def test_probes_separate_an_easy_task_and_fail_on_noise():
+    easy = _task(sep=3.0)
+    r = evaluate_features(pixel_stat_features(easy), easy, n_boot=100)
+    assert r["linear_acc"] > 0.95 and r["knn_acc"] > 0.9
+    noise = _task(sep=0.0)
+    r = evaluate_features(pixel_stat_features(noise), noise, n_boot=100)
+    assert r["linear_acc"] < 0.8
+    assert easy.usable and easy.counts()["test"]["n"] == 30
+
+
+def test_knn_votes_with_neighbours():
+    train = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], float)
+    y = np.array([1, 1, 0, 0])
+    assert knn_predict(train, y, np.array([[1, 0.05], [0.05, 1]]), k=2).tolist() == [1, 0]
+
+
+def test_rcf_features_shape():
+    t = _task(n=40)
+    f = rcf_features(t, features=64)
+    assert f.shape == (40, 64) and np.isfinite(f).all()
+
+
+def test_teacher_selection_uses_validation_not_test():
+    probe = {"a": {"m1": {"linear_acc": 0.99, "linear_val_acc": 0.6}, "m2": {"linear_acc": 0.7, "linear_val_acc": 0.9}}}
+    assert select_best(probe, ["m1", "m2"]) == "m2"
+    assert mean_over_tasks(probe, "m1") == pytest.approx(0.99)
+
+
+def test_pca_rgb():
+    import torch
+
+    img = pca_rgb(torch.randn(16, 5, 7))
+    assert img.shape == (5, 7, 3) and img.min() >= 0 and img.max() <= 1

@@ -1,0 +1,43 @@
+"""Encoders created by name: ``create_encoder("vit_tiny_p8")``; every one accepts any band set.
+
+Uniform interface: ``forward_features(x, wavelengths, gsd, widths=None)`` -> spatial (B, D, h, w);
+``forward(...)`` -> pooled (B, D). ``wavelengths``/``widths`` in nm, one per band of ``x``; ``gsd`` in m.
+"""
+
+from __future__ import annotations
+
+from vhrfm.errors import VHRFMInputError
+from vhrfm.models.conv import AnyBandConvNet
+from vhrfm.models.vit import AnyBandViT
+
+ENCODERS = {
+    # name: (class, kwargs)
+    "vit_nano_p8": (AnyBandViT, dict(embed_dim=128, depth=4, num_heads=4, patch_size=8)),
+    "vit_tiny_p8": (AnyBandViT, dict(embed_dim=192, depth=12, num_heads=3, patch_size=8)),
+    "vit_small_p8": (AnyBandViT, dict(embed_dim=384, depth=12, num_heads=6, patch_size=8)),
+    "vit_base_p8": (AnyBandViT, dict(embed_dim=768, depth=12, num_heads=12, patch_size=8)),
+    "resnet18_anyband": (AnyBandConvNet, dict(timm_name="resnet18")),
+    "resnet50_anyband": (AnyBandConvNet, dict(timm_name="resnet50")),
+    "convnext_atto_anyband": (AnyBandConvNet, dict(timm_name="convnext_atto")),
+    "mobilenetv3_small_anyband": (AnyBandConvNet, dict(timm_name="mobilenetv3_small_100")),
+    "efficientnet_b0_anyband": (AnyBandConvNet, dict(timm_name="efficientnet_b0")),
+}
+
+
+def list_encoders() -> list[str]:
+    return sorted(ENCODERS)
+
+
+def encoder_config(name: str, **overrides) -> dict:
+    if name not in ENCODERS:
+        raise VHRFMInputError("unknown encoder", expected=list_encoders(), found=name)
+    return {**ENCODERS[name][1], **overrides}
+
+
+def create_encoder(name: str, **overrides):
+    cls, _ = ENCODERS.get(name, (None, None))
+    kw = encoder_config(name, **overrides)
+    return cls(**kw)
+
+
+__all__ = ["AnyBandViT", "AnyBandConvNet", "create_encoder", "list_encoders", "encoder_config", "ENCODERS"]

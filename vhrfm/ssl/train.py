@@ -1,0 +1,175 @@
+"""The pretraining loop: one objective, progress bar, CSV log, checkpoints + exact resume, DDP, AMP.
+
+Launch on one process (``vhrfm pretrain``) or several (``torchrun --nproc_per_node N -m vhrfm.cli
+pretrain ...``): with ``WORLD_SIZE`` > 1 the loop joins a process group (NCCL on GPUs, gloo on CPUs),
+wraps the objective in DistributedDataParallel and gives each rank its own batch stream. Every
+random draw of a step (batch, views, masks) comes from generators seeded with (seed, step, rank), so
+a run killed after a checkpoint resumes to exactly the weights of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from vhrfm.checkpoint import save_encoder
+from vhrfm.models import create_encoder, encoder_config
+from vhrfm.ssl.contrastive import MoCoV3
+from vhrfm.ssl.corpus import Corpus
+from vhrfm.ssl.hybrid import Hybrid
+from vhrfm.ssl.mae import MAE
+from vhrfm.ssl.views import make_view
+
+OBJECTIVES = ("mae", "contrastive", "hybrid")
+LOG_FIELDS = ["step", "loss", "mse", "texture", "contrastive", "lr", "momentum", "images_per_s", "product"]
+
+
+def build_objective(objective: str, cfg: dict) -> nn.Module:
+    enc = create_encoder(cfg["encoder"])
+    mae_kw = dict(mask_ratio=cfg["mask_ratio"], decoder_dim=cfg["decoder_dim"], decoder_depth=cfg["decoder_depth"],
+                  texture_weight=cfg["texture_weight"])
+    moco_kw = dict(tau=cfg["tau"], momentum=cfg["momentum"])
+    if objective == "mae":
+        return MAE(enc, **mae_kw)
+    if objective == "contrastive":
+        return MoCoV3(enc, **moco_kw)
+    if objective == "hybrid":
+        return Hybrid(MAE(enc, **mae_kw), contrastive_weight=cfg["contrastive_weight"], **moco_kw)
+    raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
+
+
+def _views(x, wl, wd, gsd, cfg, g, n):
+    return [make_view(x, wl, wd, gsd, out=cfg["crop"], scale=tuple(cfg["scale"]), band_drop=cfg["band_drop"],
+                      jitter=cfg["jitter"], g=g) for _ in range(n)]
+
+
+def step_loss(model: nn.Module, objective: str, batch, cfg: dict, g: torch.Generator, device) -> dict:
+    x, wl, wd, gsd, _ = batch
+    if objective == "mae":
+        (v,) = _views(x, wl, wd, gsd, cfg, g, 1)
+        return model(v.image.to(device), v.wavelengths, v.gsd.to(device), v.widths, g)
+    v1, v2 = _views(x, wl, wd, gsd, cfg, g, 2)
+    for v in (v1, v2):
+        v.image, v.gsd = v.image.to(device), v.gsd.to(device)
+    return model(v1, v2) if objective == "contrastive" else model(v1, v2, g)
+
+
+def lr_at(step: int, cfg: dict) -> float:
+    warm = cfg["warmup_steps"]
+    if step < warm:
+        return cfg["lr"] * (step + 1) / warm
+    progress = (step - warm) / max(1, cfg["steps"] - warm)
+    return cfg["lr"] * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _dist_info():
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if world > 1 else 0
+    return world, rank
+
+
+def _write_log(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_suffix(".part")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    tmp.replace(path)
+
+
+def pretrain(name: str, objective: str, cfg: dict, corpus: Corpus, out_dir: str | Path, *, seed: int = 0,
+             card_extra: dict | None = None, progress: bool = True, resume: bool = True,
+             fail_at_step: int | None = None) -> dict:
+    """Train ``objective`` for ``cfg['steps']`` steps; write ``<name>.safetensors`` + card, ``<name>_log.csv``.
+
+    ``fail_at_step`` raises after that many steps (tests use it to stand for a kill).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    world, rank = _dist_info()
+    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)
+    model = build_objective(objective, cfg).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], betas=(0.9, 0.95))
+    ckpt = out / f"{name}_checkpoint.pt"
+    start, rows = 0, []
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, rows = state["step"], state["log"]
+    ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    bar = tqdm(range(start, cfg["steps"]), desc=f"pretrain {name}", disable=not progress or rank != 0,
+               initial=start, total=cfg["steps"])
+    t_start = time.perf_counter()
+    momentum = float("nan")
+    for step in bar:
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
+        batch = corpus.batch(step, cfg["batch_size"], seed, rank)
+        lr = lr_at(step, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        model.train()
+        with amp:
+            out_d = step_loss(ddp, objective, batch, cfg, g, device)
+        opt.zero_grad(set_to_none=True)
+        out_d["loss"].backward()
+        if cfg.get("clip_grad"):
+            nn.utils.clip_grad_norm_(params, cfg["clip_grad"])
+        opt.step()
+        if hasattr(model, "update_momentum"):
+            momentum = model.update_momentum((step + 1) / cfg["steps"])
+        dt = time.perf_counter() - t0
+        if step % cfg["log_every"] == 0 or step == cfg["steps"] - 1:
+            row = {"step": step, "loss": float(out_d["loss"].detach()), "lr": lr, "momentum": momentum,
+                   "images_per_s": cfg["batch_size"] * world / dt, "product": batch[4]}
+            for k in ("mse", "texture", "contrastive"):
+                row[k] = float(out_d[k]) if k in out_d else float("nan")
+            rows.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+        if rank == 0 and ((step + 1) % cfg["ckpt_every"] == 0 or step + 1 == cfg["steps"]):
+            tmp = ckpt.with_suffix(".part")
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1, "log": rows}, tmp)
+            tmp.replace(ckpt)
+            _write_log(out / f"{name}_log.csv", rows)
+        if fail_at_step is not None and step + 1 >= fail_at_step:
+            raise RuntimeError(f"simulated kill after step {step + 1}")
+    seconds = time.perf_counter() - t_start
+    digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()
+    summary = {"param_digest": digest, "name": name, "objective": objective, "steps": cfg["steps"], "final_loss": rows[-1]["loss"] if rows else None,
+               "seconds_this_run": round(seconds, 1), "world_size": world, "device": str(device)}
+    if rank == 0:
+        enc = model.encoder
+        card = {
+            "arch": cfg["encoder"], "arch_kwargs": encoder_config(cfg["encoder"]), "name": name, "objective": objective,
+            "settings": cfg, "steps": cfg["steps"], "seed": seed, "final_loss": summary["final_loss"],
+            "trained_wavelengths_nm": sorted({round(float(w), 1) for p in corpus.products for w in p.wavelengths}),
+            "accepted_wavelength_range_nm": [350.0, 2500.0],
+            "gsd_range_m": [min(p.gsd for p in corpus.products) * cfg["scale"][0],
+                            max(p.gsd for p in corpus.products) * cfg["scale"][1]],
+            "corpus": corpus.summary().to_dict(orient="records"),
+            **(card_extra or {}),
+        }
+        save_encoder(enc, out / f"{name}.safetensors", card)
+        # the whole objective (decoder, projector...) for reconstructions and further training; not published
+        torch.save({"objective": objective, "settings": cfg, "state": model.state_dict()}, out / f"{name}_objective.pt")
+        _write_log(out / f"{name}_log.csv", rows)
+        ckpt.unlink(missing_ok=True)
+    if world > 1:
+        dist.barrier()
+    return summary
