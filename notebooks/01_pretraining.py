@@ -58,7 +58,9 @@ methods = list(cfg["pretrain"]["methods"])
 summary = json.loads((ssl_dir / "summary.json").read_text())
 encoders = {m: load_encoder(ssl_dir / f"{m}.safetensors") for m in methods}
 arch = cfg["pretrain"]["encoder"]
-print(f"profile={profile}, encoder={arch}, methods={methods}")
+print(f"profile={profile}, default encoder={arch}, methods={methods}")
+display(pd.DataFrame({m: {"objective": e.card["objective"], "encoder": e.card["arch"], "steps": e.card["steps"],
+                          "params_M": sum(p.numel() for p in e.parameters()) / 1e6} for m, e in encoders.items()}).T)
 
 # %% [markdown]
 # ## The corpus
@@ -122,7 +124,9 @@ fig.savefig(fig_dir / "probe_tasks.png", dpi=110)
 # ## Probes: every pretrained encoder and every baseline, same tasks, same run
 
 # %%
-all_encoders = {**encoders, "random_init": random_encoder(arch, seed)}
+archs = sorted({e.card["arch"] for e in encoders.values()})
+random_name = {a: f"random_init[{a}]" for a in archs}
+all_encoders = {**encoders, **{random_name[a]: random_encoder(a, seed) for a in archs}}
 probe = probe_all(all_encoders, tasks, seed=seed, n_boot=pcfg["n_boot"])
 rows = []
 for t, by_method in probe.items():
@@ -134,13 +138,13 @@ display(table.pivot(index="method", columns="task", values="linear_acc").assign(
 display(table.pivot(index="method", columns="task", values="knn_acc").round(3))
 
 # %%
-order = [*methods, "random_init", "rcf", "pixel_stats"]
+order = [*methods, *random_name.values(), "rcf", "pixel_stats"]
 fig, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.2), squeeze=False, sharey=True)
 for ax, t in zip(axes.flat, tasks):
     accs = [probe[t][m]["linear_acc"] for m in order]
     lo = [probe[t][m]["linear_acc"] - probe[t][m]["ci95"][0] for m in order]
     hi = [probe[t][m]["ci95"][1] - probe[t][m]["linear_acc"] for m in order]
-    colours = ["tab:blue"] * len(methods) + ["tab:grey"] * 3
+    colours = ["tab:blue"] * len(methods) + ["tab:grey"] * (len(order) - len(methods))
     ax.bar(range(len(order)), accs, yerr=[lo, hi], color=colours, capsize=2)
     ax.set_xticks(range(len(order)), order, rotation=60, fontsize=7)
     ax.set_ylim(0.4, 1.0)
@@ -244,17 +248,19 @@ print({k: round(v, 3) for k, v in sims.items()})
 
 # %%
 ssl_mean = mean_over_tasks(probe, best)
+best_random = random_name[encoders[best].card["arch"]]
 metrics = {
     "profile": profile,
     "encoder": arch,
+    "teacher_encoder": encoders[best].card["arch"],
     "summary": {
         "best_method": best,
         "ssl_linear_acc": ssl_mean,
-        "random_linear_acc": mean_over_tasks(probe, "random_init"),
+        "random_linear_acc": mean_over_tasks(probe, best_random),
         "rcf_linear_acc": mean_over_tasks(probe, "rcf"),
         "pixel_stats_linear_acc": mean_over_tasks(probe, "pixel_stats"),
         "ssl_knn_acc": mean_over_tasks(probe, best, "knn_acc"),
-        "margin_vs_random_points": 100 * (ssl_mean - mean_over_tasks(probe, "random_init")),
+        "margin_vs_random_points": 100 * (ssl_mean - mean_over_tasks(probe, best_random)),
         "margin_vs_rcf_points": 100 * (ssl_mean - mean_over_tasks(probe, "rcf")),
         "methods_linear_acc": {m: mean_over_tasks(probe, m) for m in methods},
     },
@@ -263,7 +269,8 @@ metrics = {
     "tasks_left_out": dropped,
     "tasks": {n: {"sensor": t.sensor, "gsd_m": t.gsd, "patch_px": int(t.X.shape[-1]), "counts": t.counts()} for n, t in tasks.items()},
     "throughput": {m: {"median_images_per_s": float(pd.read_csv(ssl_dir / f"{m}_log.csv").images_per_s.iloc[1:].median()),
-                       "steps": encoders[m].card["steps"], "objective": encoders[m].card["objective"]} for m in methods},
+                       "steps": encoders[m].card["steps"], "objective": encoders[m].card["objective"],
+                       "encoder": encoders[m].card["arch"]} for m in methods},
     "pretraining_seconds": summary["seconds"],
     "any_band_cosine_to_all_bands": sims,
 }

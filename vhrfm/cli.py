@@ -92,6 +92,14 @@ def pretrain_cmd(profile: str = PROFILE,
     typer.echo(json.dumps({k: v for k, v in s.items() if k != "methods"}))
 
 
+@app.command()
+def paper(profile: str = PROFILE):
+    """Render paper/paper.md with the chapters' metrics and figures into paper/build/PROFILE/paper.html."""
+    from vhrfm.paper import render
+
+    typer.echo(str(render(profile)))
+
+
 def main() -> None:
     try:
         app()

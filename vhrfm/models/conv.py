@@ -43,11 +43,16 @@ class AnyBandConvNet(nn.Module):
         name, conv = _find_stem(self.body)
         if conv.groups != 1:
             raise ValueError(f"{timm_name}: the stem conv is grouped; not supported")
-        self.stem = _StemSlot(SpectralConv(conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.padding[0]))
+        slot = _StemSlot(SpectralConv(conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.padding[0]))
         parent = self.body.get_submodule(name.rsplit(".", 1)[0]) if "." in name else self.body
-        setattr(parent, name.rsplit(".", 1)[-1], self.stem)
+        setattr(parent, name.rsplit(".", 1)[-1], slot)
+        self._stem_name = name  # the slot lives inside the timm body only (one copy of its weights)
         self.num_features = self.embed_dim = self.body.num_features
         self.reduction = self.body.feature_info[-1]["reduction"] if hasattr(self.body, "feature_info") else 32
+
+    @property
+    def stem(self) -> _StemSlot:
+        return self.body.get_submodule(self._stem_name)
 
     def forward_features(self, x, wavelengths, gsd=None, widths=None) -> torch.Tensor:
         """Spatial features (B, D, H/r, W/r). GSD is accepted for a uniform interface (convs are translation-equivariant)."""

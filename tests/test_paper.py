@@ -1,0 +1,52 @@
+import json
+
+import jinja2
+import pytest
+
+from vhrfm.config import project_root
+from vhrfm.paper import literal_numbers, render
+
+TEMPLATE = project_root() / "paper" / "paper.md"
+
+
+def test_paper_source_has_no_literal_result_numbers():
+    found = literal_numbers(TEMPLATE.read_text())
+    assert found == [], f"type these through placeholders from metrics.json: {found}"
+
+
+@pytest.mark.parametrize("text,bad", [("accuracy was 87.3 % on test", True), ("we saw 0.912", True), ("1154 boxes", True),
+                                      ("{{ m.x.y | pct }} accuracy", False), ("Sentinel-2 at 10 m (2019)", False),
+                                      ("{# 0.5 in a comment #} fine", False), ("95 % CI", False)])
+def test_literal_number_detector(text, bad):
+    assert bool(literal_numbers(text)) is bad
+
+
+def _fake_results(root, chapters):
+    for ch, metrics in chapters.items():
+        d = root / "results" / ch
+        (d / "figures").mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_placeholder_without_value_fails(tmp_path, monkeypatch):
+    monkeypatch.setenv("VHRFM_ROOT", str(tmp_path))
+    _fake_results(tmp_path, {"data": {"totals": {"images": 3}}, "pretraining": {}})
+    tpl = tmp_path / "t.md"
+    tpl.write_text("images: {{ m.data.totals.images }}\n")
+    out = render("cpu", tpl, tmp_path / "o.html")
+    assert "images: 3" in out.with_suffix(".md").read_text()
+    tpl.write_text("missing: {{ m.data.totals.boxes }}\n")
+    with pytest.raises(jinja2.UndefinedError):
+        render("cpu", tpl, tmp_path / "o.html")
+
+
+def test_smoke_paper_renders_from_the_smoke_metrics(real_data, tmp_path):
+    res = project_root() / "results" / "smoke"
+    if not (res / "pretraining" / "metrics.json").exists():
+        pytest.fail("smoke results missing: `make test` runs the smoke pipeline first (make repro-smoke)")
+    out = render("smoke", out=tmp_path / "paper.html")
+    html = out.read_text()
+    md = out.with_suffix(".md").read_text()
+    assert "<table>" in html and "data:image/png;base64" in html
+    metrics = json.loads((res / "data" / "metrics.json").read_text())
+    assert f"holds {metrics['totals']['images']} real images" in md
