@@ -131,7 +131,7 @@ def bench_pretrain(corpus, cfg: dict, steps: int = 20, warmup: int = 3, seed: in
 def run_pretrain(out_dir: Path, profile: str = "cpu", steps: int = 20) -> Path:
     import torch
 
-    from vhrfm.config import load_profile, results_dir
+    from vhrfm.config import results_dir
     from vhrfm.data.datasets import load_splits
     from vhrfm.data.normalize import load_stats
     from vhrfm.ssl.corpus import build_corpus

@@ -29,7 +29,8 @@ from sklearn.preprocessing import StandardScaler
 from vhrfm.config import data_dir
 from vhrfm.data.io import open_raster, read_window
 from vhrfm.data.normalize import Normalizer, stats_key
-from vhrfm.data.sources import SOURCES, get_source
+from vhrfm.data.splits import raster_info_cached
+from vhrfm.data.sources import SEAL_GSD_M, get_source
 from vhrfm.metrics import accuracy_with_ci
 from vhrfm.sensors import get_sensor
 
@@ -91,6 +92,17 @@ def _read_all(refs, size: int, norm, out_size: int, factor: int) -> np.ndarray:
     return out
 
 
+def _finish(name: str, sensor_id: str, bands: tuple[str, ...], rows: list, rng, cap, size: int, norm, patch: int,
+            factor: int, gsd: float, description: str) -> ProbeTask:
+    """Balance the (split, label, window) rows, read their pixels and wrap them as a task."""
+    rows = _balance(rows, rng, cap)
+    X = _read_all([ref for _, _, ref in rows], size, norm, patch, factor)
+    sensor = get_sensor(sensor_id)
+    return ProbeTask(name, sensor.id, X.astype(np.float32), np.array([y for _, y, _ in rows]),
+                     np.array([s for s, _, _ in rows]), np.asarray(sensor.wavelengths(bands), np.float32),
+                     np.asarray(sensor.widths(bands), np.float32), gsd, description)
+
+
 def aircraft_task(splits: pd.DataFrame, stats: dict, patch: int = 64, cap: int | None = None, seed: int = 0) -> ProbeTask:
     src = "airbus_pleiades_aircraft"
     rng = np.random.default_rng(seed)
@@ -114,14 +126,8 @@ def aircraft_task(splits: pd.DataFrame, stats: dict, patch: int = 64, cap: int |
         touch = (b[:, 0] < c0 + win) & (b[:, 2] > c0) & (b[:, 1] < r0 + win) & (b[:, 3] > r0)
         if not touch.any():
             rows.append((r.split, 0, (r.path, r0, c0)))
-    rows = _balance(rows, rng, cap)
-    X = _read_all([ref for _, _, ref in rows], win, norm, patch, 2)
-    sensor = get_sensor("pleiades")
-    bands = ("red", "green", "blue")
-    return ProbeTask("aircraft", sensor.id, X.astype(np.float32), np.array([y for _, y, _ in rows]),
-                     np.array([s for s, _, _ in rows]), np.asarray(sensor.wavelengths(bands), np.float32),
-                     np.asarray(sensor.widths(bands), np.float32), 1.0,
-                     f"Pleiades RGB, {patch} px at 1 m: aircraft present / absent")
+    return _finish("aircraft", "pleiades", ("red", "green", "blue"), rows, rng, cap, win, norm, patch, 2, 1.0,
+                   f"Pleiades RGB, {patch} px at 1 m: aircraft present / absent")
 
 
 def seals_task(splits: pd.DataFrame, stats: dict, patch: int = 32, cap: int | None = None, seed: int = 0) -> ProbeTask:
@@ -134,8 +140,6 @@ def seals_task(splits: pd.DataFrame, stats: dict, patch: int = 32, cap: int | No
     for it in get_source(src).items():
         if it.path not in split_of.index:
             continue
-        from vhrfm.data.splits import raster_info_cached
-
         info = raster_info_cached(it.path)
         if info.height < win or info.width < win:
             continue
@@ -149,14 +153,8 @@ def seals_task(splits: pd.DataFrame, stats: dict, patch: int = 32, cap: int | No
                     rows.append((split_of[it.path], 1, (it.path, r0, c0)))
                 elif not inter.any():
                     rows.append((split_of[it.path], 0, (it.path, r0, c0)))
-    rows = _balance(rows, rng, cap)
-    X = _read_all([ref for _, _, ref in rows], win, norm, patch, SEAL_DEGRADE)
-    sensor = get_sensor("aerial_rgb")
-    bands = ("red", "green", "blue")
-    return ProbeTask("seals", sensor.id, X.astype(np.float32), np.array([y for _, y, _ in rows]),
-                     np.array([s for s, _, _ in rows]), np.asarray(sensor.wavelengths(bands), np.float32),
-                     np.asarray(sensor.widths(bands), np.float32), 0.025 * SEAL_DEGRADE,
-                     f"drone RGB degraded x{SEAL_DEGRADE} to 0.3 m, {patch} px: seal present / absent")
+    return _finish("seals", "aerial_rgb", ("red", "green", "blue"), rows, rng, cap, win, norm, patch, SEAL_DEGRADE,
+                   round(SEAL_GSD_M * SEAL_DEGRADE, 4), f"drone RGB degraded x{SEAL_DEGRADE} to 0.3 m, {patch} px: seal present / absent")
 
 
 def burned_task(splits: pd.DataFrame, stats: dict, patch: int = 32, cap: int | None = None, seed: int = 0) -> ProbeTask:
@@ -184,14 +182,8 @@ def burned_task(splits: pd.DataFrame, stats: dict, patch: int = 32, cap: int | N
                     rows.append((r.split, 1, key))
                 elif frac <= 0.05:
                     rows.append((r.split, 0, key))
-    rows = _balance(rows, rng, cap)
-    X = _read_all([ref for _, _, ref in rows], patch, norm, patch, 1)
-    sensor = get_sensor("sentinel2")
-    bands = ("b04", "b03", "b02")
-    return ProbeTask("burned", sensor.id, X.astype(np.float32), np.array([y for _, y, _ in rows]),
-                     np.array([s for s, _, _ in rows]), np.asarray(sensor.wavelengths(bands), np.float32),
-                     np.asarray(sensor.widths(bands), np.float32), 10.0,
-                     f"Sentinel-2 RGB render at 10 m, {patch} px: burned / unburned (clouds excluded)")
+    return _finish("burned", "sentinel2", ("b04", "b03", "b02"), rows, rng, cap, patch, norm, patch, 1, 10.0,
+                   f"Sentinel-2 RGB render at 10 m, {patch} px: burned / unburned (clouds excluded)")
 
 
 TASKS = {"aircraft": aircraft_task, "seals": seals_task, "burned": burned_task}

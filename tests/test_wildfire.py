@@ -1,0 +1,132 @@
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from vhrfm.apps.segmentation import (choose_threshold, confusion, label_budgets, load_seg_tiles, pr_curve,
+                                     scores_from_confusion, seg_metrics, train_segmenter)
+from vhrfm.apps.wildfire import ClassicalIndex, change_indices, spectral_indices
+from vhrfm.data.sources import SOURCES, Item, Source
+from vhrfm.data.splits import make_splits
+from vhrfm.errors import VHRFMInputError
+from vhrfm.heads import Segmenter, SMPUNet
+from vhrfm.models import create_encoder
+
+
+def test_metrics_by_hand():
+    y = np.array([[[1, 1, 0, 0, 255]]])
+    prob = np.array([[[0.9, 0.2, 0.8, 0.1, 0.99]]])
+    c = confusion(prob, y, 0.5)
+    assert c.tolist() == [[1, 1, 1, 1]]  # the ignored pixel counts nowhere
+    s = scores_from_confusion(c)
+    assert s["precision"] == 0.5 and s["recall"] == 0.5 and s["f1"] == 0.5 and s["iou"] == pytest.approx(1 / 3)
+    m = seg_metrics(prob, y, 0.5, n_boot=50)
+    assert m["f1_ci95"][0] <= 0.5 <= m["f1_ci95"][1]
+
+
+def test_pr_curve_and_threshold_choice():
+    rng = np.random.default_rng(0)
+    y = (rng.random((4, 32, 32)) < 0.3).astype(np.uint8)
+    prob = np.clip(y * 0.6 + rng.random(y.shape) * 0.5, 0, 1)
+    curve = pr_curve(prob, y)
+    assert curve.recall.is_monotonic_decreasing and curve.recall.iloc[0] == 1.0
+    thr = choose_threshold(prob, y, min_precision=0.9)
+    assert scores_from_confusion(confusion(prob, y, thr))["precision"] >= 0.9
+
+
+def test_budgets_are_nested_and_seeded():
+    b = label_budgets(48, {"1%": 0.01, "5%": 0.05, "10%": 0.1, "100%": 1.0}, seed=0)
+    assert [len(b[k]) for k in ("1%", "5%", "10%", "100%")] == [1, 2, 5, 48]
+    assert set(b["1%"]) <= set(b["5%"]) <= set(b["10%"]) <= set(b["100%"])
+    assert b == label_budgets(48, {"1%": 0.01, "5%": 0.05, "10%": 0.1, "100%": 1.0}, seed=0)
+    assert b != label_budgets(48, {"1%": 0.01, "5%": 0.05, "10%": 0.1, "100%": 1.0}, seed=1)
+
+
+def test_spectral_indices_and_change():
+    wl = [485.0, 560.0, 665.0, 842.0, 2190.0]
+    healthy = np.array([0.05, 0.08, 0.05, 0.40, 0.10])[None, :, None, None] * np.ones((1, 5, 4, 4))
+    burned = np.array([0.04, 0.05, 0.07, 0.15, 0.25])[None, :, None, None] * np.ones((1, 5, 4, 4))
+    ih, ib = spectral_indices(healthy, wl), spectral_indices(burned, wl)
+    assert {"neg_nbr", "neg_ndvi", "darkness", "red_green"} <= set(ih)
+    assert (ib["neg_nbr"] > ih["neg_nbr"]).all() and (ib["neg_ndvi"] > ih["neg_ndvi"]).all()
+    d = change_indices(healthy, burned, wl)
+    assert (d["d_neg_nbr"] > 0).all()
+    with pytest.raises(VHRFMInputError):
+        change_indices(healthy, burned[:, :3], wl)
+    assert set(spectral_indices(healthy[:, :3], wl[:3])) == {"darkness", "red_green"}
+
+
+@pytest.fixture
+def synthetic_vhr_fire(tmp_path, monkeypatch):
+    """A 0.5 m, 4-band (Pleiades B, G, R, NIR) post-fire scene with a burn scar mask, registered as a source."""
+    monkeypatch.setenv("VHRFM_ROOT", str(tmp_path))
+    d = tmp_path / "data" / "wildfire" / "synthetic_vhr"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    h = w = 384
+    yy, xx = np.mgrid[:h, :w]
+    scar = ((yy - 150) ** 2 + (xx - 220) ** 2) < 110 ** 2
+    veg = np.array([300, 500, 350, 2500])[:, None, None]
+    burn = np.array([250, 280, 330, 700])[:, None, None]
+    img = np.where(scar[None], burn, veg) + rng.normal(0, 40, (4, h, w))
+    kw = dict(driver="GTiff", width=w, height=h, crs="EPSG:32611", transform=from_origin(500000, 4200000, 0.5, 0.5))
+    with rasterio.open(d / "post.tif", "w", count=4, dtype="uint16", **kw) as dst:
+        dst.write(np.clip(img, 0, 4095).astype("uint16"))
+    with rasterio.open(d / "mask.tif", "w", count=1, dtype="uint8", **kw) as dst:
+        dst.write(scar.astype("uint8")[None])
+    clouds = np.zeros((1, h, w), "uint8")
+    clouds[:, :40, :40] = 1
+    with rasterio.open(d / "clouds.tif", "w", count=1, dtype="uint8", **kw) as dst:
+        dst.write(clouds)
+    item = Item("synthetic_vhr", "wildfire/synthetic_vhr/post.tif", "ms", ("blue", "green", "red", "nir"), 0.5, "scene",
+                mask="wildfire/synthetic_vhr/mask.tif", ignore="wildfire/synthetic_vhr/clouds.tif")
+    src = Source("synthetic_vhr", "wildfire", "synthetic", "pleiades", "test", "test", "test", "burned mask", False,
+                 lambda _f: [item])
+    monkeypatch.setitem(SOURCES, "synthetic_vhr", src)
+    from vhrfm.data.sources import _cached_items
+
+    _cached_items.cache_clear()
+    yield item
+    _cached_items.cache_clear()
+
+
+def test_vhr_scene_with_mask_plugs_in_unchanged(synthetic_vhr_fire):
+    from vhrfm.config import data_dir
+    from vhrfm.data.normalize import band_statistics
+
+    splits = make_splits([synthetic_vhr_fire], tile_size=96, overlap=16, block_size=128,
+                         fractions={"train": 0.6, "val": 0.2, "test": 0.2}, seed=0)
+    with rasterio.open(data_dir() / synthetic_vhr_fire.path) as s:
+        arr = s.read()
+    st = band_statistics([(arr, np.ones(arr.shape[1:], bool))])
+    stats = {"synthetic_vhr/ms": {**st, "bands": ["blue", "green", "red", "nir"]}}
+    tiles = load_seg_tiles("synthetic_vhr", splits, stats, tile_size=96, progress=False)
+    assert tiles.sensor == "pleiades" and tiles.gsd == 0.5 and tiles.X.shape[1:] == (4, 96, 96)
+    assert set(np.unique(tiles.Y)) <= {0, 1, 255} and (tiles.Y == 255).any() and (tiles.Y == 1).any()
+    train, test = tiles.split("train"), tiles.split("test")
+    assert len(train) and len(test)
+    # the classical index separates the synthetic scar (NIR drop)
+    clf = ClassicalIndex(st["mean"], st["std"]).fit(train)
+    assert clf.name in ("neg_ndvi", "darkness")
+    m = seg_metrics(clf.predict(tiles), tiles.Y, choose_threshold(clf.predict(tiles), tiles.Y), n_boot=0)
+    assert m["f1"] > 0.9
+    # and a learned model trains on it through the same code
+    model = Segmenter(create_encoder("resnet18_anyband"), freeze_encoder=True)
+    hist = train_segmenter(model, train, steps=3, batch_size=2, lr=1e-3, crop=64, seed=0, progress=False)
+    assert len(hist) == 3 and np.isfinite(hist).all()
+
+
+@pytest.mark.parametrize("name", ["vit_nano_p8", "resnet18_anyband"])
+def test_segmenter_output_size_and_frozen_encoder(name):
+    import torch
+
+    enc = create_encoder(name)
+    model = Segmenter(enc, freeze_encoder=True)
+    x = torch.randn(2, 3, 64, 64)
+    y = model(x, [665.0, 560.0, 490.0], torch.tensor([1.0, 1.0]))
+    assert y.shape == (2, 1, 64, 64)
+    y.sum().backward()
+    assert all(p.grad is None for p in enc.parameters())
+    assert any(p.grad is not None for p in model.head.parameters())
+    unet = SMPUNet(in_channels=3)
+    assert unet(torch.randn(1, 3, 50, 70)).shape == (1, 1, 50, 70)

@@ -1,0 +1,190 @@
+"""Binary segmentation with few labels: tiles from the split table, nested label budgets, training,
+pixel metrics with bootstrap CIs, and the operating threshold chosen on validation.
+
+Sensor-agnostic: any source whose items carry a ``mask`` (and optionally an ``ignore`` raster) plugs in.
+Mask convention: 1 = positive (burned), 0 = negative, 255 = ignore (clouds, smoke, padding, nodata).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from vhrfm.data.datasets import IGNORE, SourceDataset
+
+
+@dataclass
+class SegTiles:
+    X: np.ndarray           # (N, C, T, T) float32, normalised
+    Y: np.ndarray           # (N, T, T) uint8: 0 / 1 / 255
+    rows: pd.DataFrame      # the split-table rows, same order
+    wavelengths: np.ndarray
+    widths: np.ndarray
+    gsd: float
+    sensor: str
+
+    def subset(self, idx) -> SegTiles:
+        idx = np.asarray(idx, int)
+        return SegTiles(self.X[idx], self.Y[idx], self.rows.iloc[idx].reset_index(drop=True), self.wavelengths,
+                        self.widths, self.gsd, self.sensor)
+
+    def split(self, name: str) -> SegTiles:
+        return self.subset(np.flatnonzero(self.rows.split.to_numpy() == name))
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+
+def load_seg_tiles(sources, splits: pd.DataFrame, stats: dict, tile_size: int, min_labelled: float = 0.2,
+                   progress: bool = True) -> SegTiles:
+    """Every tile of ``sources`` (one band set) with its mask; tiles with < ``min_labelled`` labelled pixels dropped."""
+    ds = SourceDataset(sources, splits, stats=stats, tile_size=tile_size)
+    X, Y, keep = [], [], []
+    meta = None
+    for i in tqdm(range(len(ds)), desc="segmentation tiles", disable=not progress):
+        s = ds[i]
+        if "mask" not in s:
+            raise ValueError(f"{s['source']} has no mask: not a segmentation source")
+        m = s["mask"].astype(np.uint8)
+        if (m != IGNORE).mean() < min_labelled:
+            continue
+        if meta is None:
+            meta = s
+        elif len(s["wavelengths"]) != len(meta["wavelengths"]) or not np.allclose(s["wavelengths"], meta["wavelengths"]):
+            raise ValueError("segmentation tiles must share one band set")
+        X.append(s["image"])
+        Y.append(m)
+        keep.append(i)
+    return SegTiles(np.stack(X), np.stack(Y), ds.table.iloc[keep].reset_index(drop=True), meta["wavelengths"],
+                    meta["widths"], float(meta["gsd"]), meta["sensor"])
+
+
+def label_budgets(n_train: int, fractions: dict[str, float], seed: int) -> dict[str, list[int]]:
+    """Nested subsets of training-tile indices: each budget's tiles include every smaller budget's (seeded)."""
+    order = np.random.default_rng(seed).permutation(n_train)
+    out = {}
+    for name, frac in sorted(fractions.items(), key=lambda kv: kv[1]):
+        k = max(1, int(round(frac * n_train)))
+        out[name] = sorted(order[:k].tolist())
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+
+
+def confusion(prob: np.ndarray, y: np.ndarray, thr: float) -> np.ndarray:
+    """Per-tile (tp, fp, fn, tn) over labelled pixels: (N, 4)."""
+    lab = y != IGNORE
+    pred = prob >= thr
+    pos = y == 1
+    axes = tuple(range(1, y.ndim))
+    return np.stack([(pred & pos & lab).sum(axes), (pred & ~pos & lab).sum(axes), (~pred & pos & lab).sum(axes),
+                     (~pred & ~pos & lab).sum(axes)], axis=1).astype(np.int64)
+
+
+def scores_from_confusion(c: np.ndarray) -> dict:
+    tp, fp, fn, _ = c.sum(0) if c.ndim == 2 else c
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * p * r / (p + r) if p + r else 0.0
+    iou = tp / (tp + fp + fn) if tp + fp + fn else 0.0
+    return {"precision": float(p), "recall": float(r), "f1": float(f1), "iou": float(iou)}
+
+
+def seg_metrics(prob, y, thr: float, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Precision, recall, F1, IoU of the positive class, with bootstrap 95 % CIs over tiles."""
+    c = confusion(prob, y, thr)
+    out = scores_from_confusion(c)
+    rng = np.random.default_rng(seed)
+    boots = [scores_from_confusion(c[rng.integers(0, len(c), len(c))]) for _ in range(n_boot)]
+    for k in ("precision", "recall", "f1", "iou"):
+        if boots:
+            vals = np.array([b[k] for b in boots])
+            out[f"{k}_ci95"] = [float(np.quantile(vals, 0.025)), float(np.quantile(vals, 0.975))]
+    out["threshold"] = float(thr)
+    out["n_tiles"] = int(len(c))
+    return out
+
+
+def pr_curve(prob, y, n: int = 101) -> pd.DataFrame:
+    """Precision and recall of ``prob >= threshold`` over labelled pixels, at ``n`` quantile thresholds."""
+    lab = y != IGNORE
+    p, t = prob[lab].ravel(), (y[lab] == 1).ravel()
+    if p.size == 0:
+        return pd.DataFrame({"threshold": [0.5], "precision": [1.0], "recall": [0.0]})
+    thresholds = np.unique(np.quantile(p, np.linspace(0, 1, n)))
+    pos, neg = np.sort(p[t]), np.sort(p[~t])
+    tp = pos.size - np.searchsorted(pos, thresholds, side="left")
+    fp = neg.size - np.searchsorted(neg, thresholds, side="left")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 1.0)
+        recall = tp / pos.size if pos.size else np.zeros_like(thresholds)
+    return pd.DataFrame({"threshold": thresholds, "precision": precision, "recall": recall})
+
+
+def choose_threshold(prob, y, min_precision: float = 0.9) -> float:
+    """On validation: the threshold with the best F1 among those reaching ``min_precision``; best F1 otherwise."""
+    curve = pr_curve(prob, y, 201)
+    curve["f1"] = 2 * curve.precision * curve.recall / (curve.precision + curve.recall).replace(0, np.nan)
+    ok = curve[curve.precision >= min_precision]
+    pick = (ok if len(ok) and ok.f1.max() > 0 else curve).sort_values("f1", ascending=False).iloc[0]
+    return float(pick.threshold)
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+
+def train_segmenter(model, tiles: SegTiles, *, steps: int, batch_size: int, lr: float, crop: int, seed: int,
+                    weight_decay: float = 1e-4, encoder_lr_scale: float = 1.0, progress: bool = True, desc: str = "train"):
+    """Binary cross-entropy on labelled pixels, random crops with D4 flips; returns the loss history."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    enc_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("encoder.")]
+    other = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
+    groups = [{"params": other, "lr": lr}]
+    if enc_params:
+        groups.append({"params": enc_params, "lr": lr * encoder_lr_scale})
+    opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=0.1)
+    n, t = len(tiles), tiles.X.shape[-1]
+    crop = min(crop, t)
+    wl, wd = torch.from_numpy(tiles.wavelengths), torch.from_numpy(tiles.widths)
+    history = []
+    model.train()
+    for _ in tqdm(range(steps), desc=desc, disable=not progress):
+        idx = rng.integers(0, n, batch_size)
+        r, c = rng.integers(0, t - crop + 1, 2)
+        x = torch.from_numpy(tiles.X[idx, :, r:r + crop, c:c + crop])
+        y = torch.from_numpy(tiles.Y[idx, r:r + crop, c:c + crop].astype(np.int64))
+        k = int(rng.integers(0, 4))
+        x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
+        if rng.random() < 0.5:
+            x, y = x.flip(-1), y.flip(-1)
+        logits = model(x.contiguous(), wl, torch.full((batch_size,), tiles.gsd), wd)[:, 0]
+        lab = y != IGNORE
+        if not lab.any():
+            continue
+        loss = F.binary_cross_entropy_with_logits(logits[lab], (y[lab] == 1).float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        history.append(float(loss.detach()))
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def predict_probs(model, tiles: SegTiles, batch_size: int = 16) -> np.ndarray:
+    model.eval()
+    wl, wd = torch.from_numpy(tiles.wavelengths), torch.from_numpy(tiles.widths)
+    out = []
+    for i in range(0, len(tiles), batch_size):
+        x = torch.from_numpy(tiles.X[i:i + batch_size])
+        out.append(torch.sigmoid(model(x, wl, torch.full((len(x),), tiles.gsd), wd)[:, 0]).numpy())
+    return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,91 @@
+"""Dense heads on any encoder of :mod:`vhrfm.models`: multi-scale features and a light FPN-style decoder.
+
+For a timm convolutional encoder the feature maps of every stage listed in timm's ``feature_info``
+are taken with forward hooks; for the ViT the patch-token map is the single scale. The decoder projects
+each scale to a common width, upsamples and sums them (feature pyramid, Lin et al., CVPR 2017), and
+predicts per-pixel logits at the input resolution.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vhrfm.models import AnyBandConvNet, AnyBandViT
+
+
+def pyramid_channels(encoder) -> list[int]:
+    if isinstance(encoder, AnyBandConvNet):
+        return [f["num_chs"] for f in encoder.body.feature_info]
+    return [encoder.embed_dim]
+
+
+def feature_pyramid(encoder, x, wavelengths, gsd, widths=None) -> list[torch.Tensor]:
+    """Feature maps from fine to coarse."""
+    if isinstance(encoder, AnyBandViT):
+        return [encoder.forward_features(x, wavelengths, gsd, widths)]
+    store: list[torch.Tensor] = []
+    hooks = [encoder.body.get_submodule(f["module"]).register_forward_hook(lambda _m, _i, o: store.append(o))
+             for f in encoder.body.feature_info]
+    try:
+        encoder.forward_features(x, wavelengths, gsd, widths)
+    finally:
+        for h in hooks:
+            h.remove()
+    return store
+
+
+class DenseHead(nn.Module):
+    def __init__(self, in_channels: list[int], width: int = 64, out_channels: int = 1):
+        super().__init__()
+        self.lateral = nn.ModuleList([nn.Conv2d(c, width, 1) for c in in_channels])
+        self.fuse = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                                  nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.out = nn.Conv2d(width, out_channels, 1)
+
+    def forward(self, feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        target = feats[0].shape[-2:]
+        y = sum(F.interpolate(lat(f), size=target, mode="bilinear", align_corners=False) if f.shape[-2:] != target else lat(f)
+                for lat, f in zip(self.lateral, feats))
+        return F.interpolate(self.out(self.fuse(y)), size=size, mode="bilinear", align_corners=False)
+
+
+class Segmenter(nn.Module):
+    """Encoder + dense head; ``freeze_encoder`` keeps the encoder's weights (and BN statistics) fixed."""
+
+    def __init__(self, encoder, out_channels: int = 1, width: int = 64, freeze_encoder: bool = False):
+        super().__init__()
+        self.encoder = encoder
+        self.head = DenseHead(pyramid_channels(encoder), width, out_channels)
+        self.frozen = freeze_encoder
+        if freeze_encoder:
+            for p in self.encoder.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()
+        return self
+
+    def forward(self, x, wavelengths, gsd, widths=None) -> torch.Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            feats = feature_pyramid(self.encoder, x, wavelengths, gsd, widths)
+        return self.head(feats, x.shape[-2:])
+
+
+class SMPUNet(nn.Module):
+    """segmentation-models-pytorch U-Net trained from scratch, behind the same call signature (metadata ignored)."""
+
+    def __init__(self, in_channels: int, encoder_name: str = "resnet18", out_channels: int = 1):
+        super().__init__()
+        import segmentation_models_pytorch as smp
+
+        self.net = smp.Unet(encoder_name, encoder_weights=None, in_channels=in_channels, classes=out_channels)
+
+    def forward(self, x, wavelengths=None, gsd=None, widths=None) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 32, (-w) % 32
+        y = self.net(F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x)
+        return y[..., :h, :w]
