@@ -30,7 +30,7 @@ def _fake_results(root, chapters):
 
 def test_placeholder_without_value_fails(tmp_path, monkeypatch):
     monkeypatch.setenv("VHRFM_ROOT", str(tmp_path))
-    _fake_results(tmp_path, {"data": {"totals": {"images": 3}}, "pretraining": {}})
+    _fake_results(tmp_path, {"data": {"totals": {"images": 3}}, "pretraining": {}, "wildfire": {}})
     tpl = tmp_path / "t.md"
     tpl.write_text("images: {{ m.data.totals.images }}\n")
     out = render("cpu", tpl, tmp_path / "o.html")

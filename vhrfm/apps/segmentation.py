@@ -127,10 +127,11 @@ def pr_curve(prob, y, n: int = 101) -> pd.DataFrame:
     return pd.DataFrame({"threshold": thresholds, "precision": precision, "recall": recall})
 
 
-def choose_threshold(prob, y, min_precision: float = 0.9) -> float:
-    """On validation: the threshold with the best F1 among those reaching ``min_precision``; best F1 otherwise."""
+def choose_threshold(prob, y, min_precision: float = 0.0) -> float:
+    """On validation: the threshold with the best F1 among those whose precision reaches ``min_precision``
+    (the best F1 overall when none does; ``min_precision = 0`` is plain best F1)."""
     curve = pr_curve(prob, y, 201)
-    curve["f1"] = 2 * curve.precision * curve.recall / (curve.precision + curve.recall).replace(0, np.nan)
+    curve["f1"] = (2 * curve.precision * curve.recall / (curve.precision + curve.recall).replace(0, np.nan)).fillna(0)
     ok = curve[curve.precision >= min_precision]
     pick = (ok if len(ok) and ok.f1.max() > 0 else curve).sort_values("f1", ascending=False).iloc[0]
     return float(pick.threshold)
