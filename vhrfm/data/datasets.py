@@ -78,7 +78,9 @@ class SourceDataset:
         self.split = split
         self.items = _items_by_path(self.sources)
         self.stats = stats
-        self.tile_size = tile_size or int(max(self.table.height.max(), self.table.width.max())) if len(self.table) else tile_size
+        if tile_size is None and len(self.table):
+            tile_size = int(max(self.table.height.max(), self.table.width.max()))  # the largest window of the table
+        self.tile_size = tile_size
 
     def __len__(self) -> int:
         return len(self.table)
