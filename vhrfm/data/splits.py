@@ -11,6 +11,7 @@ never re-drawn.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -108,15 +109,16 @@ def make_splits(
     return pd.DataFrame(rows, columns=SPLIT_COLUMNS)
 
 
-_INFO_CACHE: dict = {}
-
-
 def raster_info_cached(rel_path: str):
+    """Metadata of ``data/<rel_path>``, read once per absolute path (the project root may change, e.g. in tests)."""
     from vhrfm.config import data_dir
 
-    if rel_path not in _INFO_CACHE:
-        _INFO_CACHE[rel_path] = raster_info(data_dir() / rel_path)
-    return _INFO_CACHE[rel_path]
+    return _raster_info_abs(str(data_dir() / rel_path))
+
+
+@lru_cache(maxsize=None)
+def _raster_info_abs(path: str):
+    return raster_info(path)
 
 
 def check_disjoint(df: pd.DataFrame) -> list[str]:

@@ -58,6 +58,11 @@ class ProbeTask:
         return {s: {"n": int((self.split == s).sum()), "positive": int(self.y[self.split == s].sum())} for s in ("train", "val", "test")}
 
 
+def _touches(boxes: np.ndarray, r0: int, c0: int, size: int) -> np.ndarray:
+    """Which xyxy boxes overlap the square window of side ``size`` at (r0, c0)."""
+    return (boxes[:, 0] < c0 + size) & (boxes[:, 2] > c0) & (boxes[:, 1] < r0 + size) & (boxes[:, 3] > r0)
+
+
 def _balance(rows: list, rng, cap: int | None):
     """Keep as many absent as present per split (and at most ``cap`` per class and split)."""
     df = pd.DataFrame(rows, columns=["split", "y", "ref"])
@@ -123,8 +128,7 @@ def aircraft_task(splits: pd.DataFrame, stats: dict, patch: int = 64, cap: int |
             rows.append((r.split, 1, (r.path, r0, c0)))
         r0 = int(rng.integers(r.row_off, r.row_off + r.height - win + 1))
         c0 = int(rng.integers(r.col_off, r.col_off + r.width - win + 1))
-        touch = (b[:, 0] < c0 + win) & (b[:, 2] > c0) & (b[:, 1] < r0 + win) & (b[:, 3] > r0)
-        if not touch.any():
+        if not _touches(b, r0, c0, win).any():
             rows.append((r.split, 0, (r.path, r0, c0)))
     return _finish("aircraft", "pleiades", ("red", "green", "blue"), rows, rng, cap, win, norm, patch, 2, 1.0,
                    f"Pleiades RGB, {patch} px at 1 m: aircraft present / absent")
@@ -146,7 +150,7 @@ def seals_task(splits: pd.DataFrame, stats: dict, patch: int = 32, cap: int | No
         b = it.boxes
         for r0 in (0, info.height - win):
             for c0 in (0, info.width - win):
-                inter = (b[:, 0] < c0 + win) & (b[:, 2] > c0) & (b[:, 1] < r0 + win) & (b[:, 3] > r0)
+                inter = _touches(b, r0, c0, win)
                 cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
                 centre_in = (cx >= c0) & (cx < c0 + win) & (cy >= r0) & (cy < r0 + win)
                 if centre_in.any():
