@@ -158,6 +158,101 @@ display(per_tile.sort_values("f1").head(5).round(3))
 display(pd.DataFrame(metrics["throughput"]).T)
 
 # %% [markdown]
+# ## Whole-scene prediction: what `vhrfm predict --task wildfire SCENE.tif -o OUT` gives
+#
+# The deployed model (best validation F1 over every model and budget, named in
+# `models/wildfire/index.json`) maps each whole scene with the command line's code path: overlapping
+# windows, stitched, a probability and a mask GeoTIFF (COG), GeoJSON polygons with area, a folium map
+# and a summary. The scene outputs are then scored on the **test split's** labelled pixels. These
+# numbers should agree with the tile-based test metrics of the same model above up to tiling (there,
+# tiles overlap and tiles with < 20 % labelled pixels are dropped).
+
+# %%
+from vhrfm.apps.wildfire import run_scene_check
+
+scene_check = run_scene_check(profile)
+display(pd.DataFrame(scene_check["scenes"]).set_index("scene"))
+dep = metrics["deployed"]
+tile_based = metrics["test"][dep["model"]][dep["budget"]]
+display(pd.DataFrame({"whole scene (CLI), test pixels": scene_check["test_pixels"],
+                      f"tiles, test ({dep['model']} {dep['budget']})": {k: tile_based[k] for k in scene_check["test_pixels"]}}).T.round(3))
+
+# %% [markdown]
+# Maps of the whole scenes: labels (burned red, ignored grey), the prediction, and the test blocks (outlined).
+
+# %%
+import rasterio
+
+from vhrfm.apps.wildfire import scene_labels, split_pixels
+from vhrfm.config import data_dir
+from vhrfm.data.datasets import load_splits
+from vhrfm.data.sources import SOURCES
+
+splits = load_splits(results_dir(profile) / "data" / "splits.csv")
+items = [it for src in cfg["wildfire"]["sources"] for it in SOURCES[src].items()]
+fig, axes = plt.subplots(len(items), 3, figsize=(13, 4.4 * len(items)), squeeze=False)
+for row, it in zip(axes, items):
+    with rasterio.open(data_dir() / it.path) as src:
+        img = src.read().astype(np.float32)
+    folder = results_dir(profile) / scene_check["scenes"][items.index(it)]["folder"]
+    with rasterio.open(next(folder.glob("*_mask.tif"))) as src:
+        pred = src.read(1)
+    y = scene_labels(it)
+    test = split_pixels(splits, it.path, y.shape, "test")
+    rgb = true_colour(img, wl)
+    row[0].imshow(rgb)
+    row[0].set_title(f"{it.group}: post-fire true colour", fontsize=8)
+    row[1].imshow(rgb)
+    row[1].imshow(np.ma.masked_where(y != 1, y), cmap="autumn", alpha=0.5)
+    row[1].imshow(np.ma.masked_where(y != 255, y), cmap="Greys", alpha=0.5, vmin=0, vmax=255)
+    row[1].set_title("label: burned (red), ignored (grey)", fontsize=8)
+    row[2].imshow(rgb)
+    row[2].imshow(np.ma.masked_where(pred != 1, pred), cmap="autumn", alpha=0.5)
+    row[2].set_title(f"prediction ({scene_check['model']})", fontsize=8)
+    for ax in row:
+        ax.contour(test, levels=[0.5], colors="cyan", linewidths=0.8)
+        ax.set_axis_off()
+fig.tight_layout()
+fig.savefig(fig_dir / "scene_maps.png", dpi=100)
+
+# %% [markdown]
+# ## A VHR post-fire scene, qualitatively
+#
+# The only VHR post-fire image in the store is a GeoEye-1 RGB chip of Coffey Park (Santa Rosa, Tubbs
+# fire 2017, xBD), **without labels and without georeference**. `vhrfm predict` refuses it (it writes
+# georeferenced outputs, so it needs a CRS); the same windows and stitching run in memory here. The
+# model was trained at 10 m on Sentinel-2: at 0.42 m this is far out of its training distribution, and
+# the map below is a qualitative look, not a result.
+
+# %%
+from vhrfm.apps.scene import predict_array, predict_scene
+from vhrfm.apps.taskmodel import load_task_model
+from vhrfm.config import models_dir
+from vhrfm.errors import VHRFMInputError
+
+deployed = load_task_model(models_dir(profile) / "wildfire" / f"{scene_check['model']}.json")
+vhr = SOURCES["xbd_santa_rosa_demo"].items()[0]
+try:
+    predict_scene(data_dir() / vhr.path, deployed, out / "scenes" / "xbd_refused", progress=False)
+except VHRFMInputError as exc:
+    print("vhrfm predict:", exc)
+with rasterio.open(data_dir() / vhr.path) as src:
+    vimg = src.read().astype(np.float32)
+vprob = predict_array(deployed, vimg, gsd=vhr.gsd)
+fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+axes[0].imshow(true_colour(vimg, wl))
+axes[0].set_title(f"GeoEye-1 RGB, {vhr.gsd} m (xBD, Santa Rosa 2017)", fontsize=8)
+im = axes[1].imshow(vprob, cmap="inferno", vmin=0, vmax=1)
+axes[1].contour(vprob >= deployed.threshold, levels=[0.5], colors="cyan", linewidths=0.6)
+axes[1].set_title(f"probability; cyan: >= threshold {deployed.threshold:.2f} (qualitative only)", fontsize=8)
+fig.colorbar(im, ax=axes[1], shrink=0.8)
+for ax in axes:
+    ax.set_axis_off()
+fig.tight_layout()
+fig.savefig(fig_dir / "vhr_qualitative.png", dpi=100)
+print(f"fraction above threshold: {(vprob >= deployed.threshold).mean():.3f}")
+
+# %% [markdown]
 # ## Limits
 #
 # * 10 m Sentinel-2 render, not VHR, and a single fire event: spatially disjoint blocks of two adjacent

@@ -1,7 +1,8 @@
 """Benchmarks (``make bench``): each writes a JSON file under ``results/bench/``.
 
 ``io``: windowed tile reading + normalisation throughput versus one plain rasterio full read of the
-same file, as a ratio measured in the same run. Timings are the best of ``repeats`` runs (wall clock),
+same file, as a ratio measured in the same run. ``pretrain``: the pretraining loop vs a bare loop.
+``scene``: whole-scene prediction end to end vs the model alone, and peak RSS for two scene sizes. Timings are the best of ``repeats`` runs (wall clock),
 on whatever machine runs it; the JSON records the machine.
 """
 
@@ -156,16 +157,119 @@ def run_pretrain(out_dir: Path, profile: str = "cpu", steps: int = 20) -> Path:
     return path
 
 
+def _sig(x: float, digits: int = 4) -> float:
+    """``x`` to ``digits`` significant digits (tiny timings keep their precision)."""
+    return float(f"{x:.{digits}g}")
+
+
+def mosaic_scene(src_path: str | Path, out_path: str | Path, reps: int) -> Path:
+    """A ``reps`` x ``reps`` mosaic of a real georeferenced scene (copied window by window), to vary scene size."""
+    with rasterio.open(src_path) as src:
+        prof = src.profile.copy()
+        h, w = src.height, src.width
+        prof.update(driver="GTiff", height=h * reps, width=w * reps, tiled=True, blockxsize=256, blockysize=256,
+                    compress="deflate")
+        data = src.read()
+        with rasterio.open(out_path, "w", **prof) as dst:
+            for i in range(reps):
+                for j in range(reps):
+                    dst.write(data, window=rasterio.windows.Window(j * w, i * h, w, h))
+    return Path(out_path)
+
+
+_SCENE_CHILD = """
+import json, sys, time
+import numpy as np
+from vhrfm.apps.scene import predict_scene
+from vhrfm.apps.taskmodel import load_task_model
+from vhrfm.data.io import open_raster, read_window, tile_grid
+card, scene, out, tile, overlap, bs = sys.argv[1:7]
+tile, overlap, bs = int(tile), int(overlap), int(bs)
+m = load_task_model(card)
+s = predict_scene(scene, m, out, tile=tile, overlap=overlap, batch_size=bs, write_map=True, progress=False)
+# model only, on the same windows, read into memory beforehand
+with open_raster(scene) as src:
+    from vhrfm.apps.scene import pixel_size_m
+    gsd = pixel_size_m(src)
+    grid = tile_grid(src.height, src.width, tile, overlap)
+    batches = []
+    for b0 in range(0, len(grid), bs):
+        reads = [read_window(src, t.window, out_size=tile) for t in grid[b0:b0 + bs]]
+        batches.append((np.stack([r[0] for r in reads]).astype(np.float32), np.stack([r[1] for r in reads])))
+t0 = time.perf_counter()
+for raw, valid in batches:
+    m.probs(raw, gsd=gsd, valid=valid)
+s["model_only_s"] = time.perf_counter() - t0
+print(json.dumps(s))
+"""
+
+
+def bench_scene(card: str | Path, scene: str | Path, reps: tuple[int, ...] = (1, 3), tile: int = 256, overlap: int = 32,
+                batch_size: int = 8) -> list[dict]:
+    """End-to-end whole-scene prediction (read, model, stitch, COG, polygons, map) vs the model alone on the
+    same windows, and the peak RSS of the prediction, for mosaics of ``scene`` of ``reps`` x ``reps`` copies.
+
+    Each size runs in a fresh process so its peak RSS is its own.
+    """
+    import subprocess
+    import sys
+    import tempfile
+
+    out = []
+    with tempfile.TemporaryDirectory() as d:
+        for r in reps:
+            path = mosaic_scene(scene, Path(d) / f"scene_x{r}.tif", r)
+            proc = subprocess.run([sys.executable, "-c", _SCENE_CHILD, str(card), str(path), str(Path(d) / f"out_x{r}"),
+                                   str(tile), str(overlap), str(batch_size)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"scene benchmark failed for x{r}:\n{proc.stderr[-3000:]}")
+            s = json.loads(proc.stdout.strip().splitlines()[-1])
+            mpx = s["width"] * s["height"] / 1e6
+            out.append({"mosaic": f"{r}x{r}", "width": s["width"], "height": s["height"], "megapixels": round(mpx, 3),
+                        "tiles": s["tiles"], "end_to_end_s": s["runtime_s"], "end_to_end_mpx_s": _sig(mpx / s["runtime_s"]),
+                        "model_only_s": _sig(s["model_only_s"]),
+                        "model_only_mpx_s": _sig(mpx / s["model_only_s"]),
+                        "ratio_end_to_end_vs_model": _sig(s["model_only_s"] / s["runtime_s"]),
+                        "timing_s": s["timing_s"], "peak_rss_mb": s["peak_rss_mb"]})
+    return out
+
+
+def run_scene(out_dir: Path, profile: str = "cpu", task: str = "wildfire") -> Path:
+    import torch
+
+    from vhrfm.cli import resolve_task_model
+    from vhrfm.config import data_dir
+
+    card = resolve_task_model(task, None, profile)
+    scene = data_dir() / "wildfire/cems_emsr382_sentinel2/EMSR382_AOI01_01/image_post_s2_truecolor_rgb.tif"
+    if not scene.exists():
+        scene = sorted((data_dir() / "wildfire/cems_emsr382_sentinel2").glob("*/image_post_s2_truecolor_rgb.tif"))[0]
+    results = bench_scene(card, scene)
+    flat = results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"]
+    out = {"benchmark": "scene", "task": task, "model": card.stem, "profile": profile,
+           "device": "cuda" if torch.cuda.is_available() else "cpu", "torch_threads": torch.get_num_threads(),
+           "scene": str(scene.relative_to(data_dir())), "what": "whole-scene prediction end to end (read, model, stitch, "
+           "COG, polygons, map) vs the model alone on the same windows; peak RSS for two scene sizes (mosaics of the scene)",
+           "goal": "ratio_end_to_end_vs_model >= 0.8; peak RSS flat in scene size",
+           "peak_rss_ratio_largest_vs_smallest": round(flat, 3), "machine": machine(), "results": results}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "scene.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return path
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="results/bench")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", choices=["io", "pretrain"], default=None)
+    ap.add_argument("--only", choices=["io", "pretrain", "scene"], default=None)
     args = ap.parse_args(argv)
     if args.only in (None, "io"):
         print(run_io(Path(args.out), repeats=args.repeats).read_text())
     if args.only in (None, "pretrain"):
         print(run_pretrain(Path(args.out)).read_text())
+    if args.only in (None, "scene"):
+        print(run_scene(Path(args.out)).read_text())
 
 
 if __name__ == "__main__":

@@ -92,6 +92,59 @@ def pretrain_cmd(profile: str = PROFILE,
     typer.echo(json.dumps({k: v for k, v in s.items() if k != "methods"}))
 
 
+TASKS = ("wildfire",)
+
+
+def resolve_task_model(task: str, model: Optional[str], profile: str) -> Path:
+    """A task-model card: an explicit path, a name under models/<task>/, or the pipeline's default for the task."""
+    from vhrfm.config import models_dir
+
+    if task not in TASKS:
+        raise VHRFMInputError("unknown task", expected=list(TASKS), found=task)
+    folder = models_dir(profile) / task
+    if model is not None:
+        p = Path(model)
+        for cand in (p, p.with_suffix(".json"), folder / f"{model}.json"):
+            if cand.suffix == ".json" and cand.exists():
+                return cand
+        raise VHRFMInputError("task model not found", expected=f"a card path or a name in {folder}", found=model)
+    index = folder / "index.json"
+    if not index.exists():
+        raise VHRFMInputError(f"no trained {task} model yet", expected=f"{index} (run `make repro` or "
+                              f"`dvc repro {task}@{profile}`)", found="nothing")
+    return folder / f"{json.loads(index.read_text())['default']}.json"
+
+
+@app.command()
+def predict(scene: Path = typer.Argument(..., help="A georeferenced scene (GeoTIFF) with the model's bands, in its band order."),
+            out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder (created; files in it are replaced only on success)."),
+            task: str = typer.Option("wildfire", "--task", "-t", help=f"Task: {', '.join(TASKS)}."),
+            model: Optional[str] = typer.Option(None, "--model", "-m", help="Task-model card (.json) or name under models/TASK/ "
+                                                "(default: the model deployed by the pipeline, see models/TASK/index.json)."),
+            threshold: Optional[float] = typer.Option(None, help="Probability threshold (default: the one chosen on validation)."),
+            tile: Optional[int] = typer.Option(None, help="Window side in pixels (default: the training tile size)."),
+            overlap: int = typer.Option(32, help="Pixels shared by neighbouring windows (context at tile borders)."),
+            batch_size: int = typer.Option(8, help="Windows per forward pass."),
+            min_area_m2: Optional[float] = typer.Option(None, help="Drop polygons smaller than this (default: 4 pixels)."),
+            no_map: bool = typer.Option(False, "--no-map", help="Skip the folium map and the PNG preview."),
+            profile: str = PROFILE,
+            quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")):
+    """Map a whole scene: probability and mask GeoTIFFs (COG), GeoJSON polygons with area, a folium map, a summary.
+
+    The scene is streamed in overlapping windows (memory does not grow with its size). On any error no
+    output is left behind.
+    """
+    from vhrfm.apps.scene import predict_scene
+    from vhrfm.apps.taskmodel import load_task_model
+
+    m = load_task_model(resolve_task_model(task, model, profile), task=task)
+    summary = predict_scene(scene, m, out_dir, tile=tile, overlap=overlap, batch_size=batch_size, threshold=threshold,
+                            min_area_m2=min_area_m2, write_map=not no_map, progress=not quiet)
+    typer.echo(json.dumps({k: summary[k] for k in ("scene", "model", "threshold", "area_km2", "polygons", "runtime_s",
+                                                    "mpx_per_s", "peak_rss_mb", "notes")}))
+    typer.echo(f"outputs in {out_dir}: " + ", ".join(summary["outputs"].values()))
+
+
 @app.command()
 def paper(profile: str = PROFILE):
     """Render paper/paper.md with the chapters' metrics and figures into paper/build/PROFILE/paper.html."""

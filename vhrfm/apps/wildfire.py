@@ -129,7 +129,7 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
     entry = stats[stats_key(cfg["sources"][0], str(tiles.rows["product"].iat[0]))]
     teacher = models_dir(profile) / "teacher.safetensors"
     results, curves, histories, timings = {}, {}, {}, {}
-    test_probs = {}
+    test_probs, trained = {}, {}
     for model_name in cfg["models"]:
         for budget, idx in budgets.items():
             sub = train.subset(idx)
@@ -146,6 +146,7 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
                 histories[f"{model_name}/{budget}"] = {"loss": h}
                 predict = lambda t, m=model: predict_probs(m, t)  # noqa: E731
             train_s = time.perf_counter() - t0
+            trained[(model_name, budget)] = clf if model_name == "classical" else model
             pv = predict(val)
             thr = choose_threshold(pv, val.Y, cfg["min_precision"])
             t1 = time.perf_counter()
@@ -163,6 +164,13 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
     small = [b for b, f in cfg["budgets"].items() if f <= 0.10]
     best_model, best_budget = max(((mn, b) for mn in results for b in small), key=lambda k: results[k[0]][k[1]]["val"]["f1"])
     bm = results[best_model][best_budget]
+    # the deployed model (`vhrfm predict` default): best validation F1 over every model and budget
+    deploy = max(((mn, b) for mn in results for b in results[mn]), key=lambda k: results[k[0]][k[1]]["val"]["f1"])
+    largest = max(cfg["budgets"], key=cfg["budgets"].get)
+    keep = {deploy, (best_model, best_budget), *((mn, largest) for mn in results)}
+    saved = save_wildfire_models(profile, {k: trained[k] for k in keep}, results, tiles, entry,
+                                 stats_key(cfg["sources"][0], str(tiles.rows["product"].iat[0])), cfg,
+                                 default=deploy, few_label=(best_model, best_budget))
     np.savez_compressed(out / "test_predictions.npz", **{k.replace("/", "__"): v for k, v in test_probs.items()},
                         labels=test.Y, images=test.X)
     metrics = {
@@ -176,10 +184,129 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
                  **{k: bm[k] for k in ("precision", "recall", "f1", "iou", "threshold")}},
         "throughput": timings,
         "classical_index": {b: histories[f"classical/{b}"]["index"] for b in budgets} if "classical" in results else {},
+        "deployed": {"model": deploy[0], "budget": deploy[1], "selected_on": "validation F1, every model and budget",
+                     "file": saved["default"], **{k: results[deploy[0]][deploy[1]][k] for k in ("precision", "recall", "f1",
+                                                                                                "iou", "threshold")}},
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     (out / "curves.json").write_text(json.dumps({"pr": curves, "loss": {k: v.get("loss") for k, v in histories.items()}}) + "\n")
     return metrics
+
+
+def model_tag(model_name: str, budget: str) -> str:
+    return f"wildfire_{model_name}_{budget.replace('%', 'pct')}"
+
+
+def save_wildfire_models(profile: str, models: dict, results: dict, tiles: SegTiles, norm_entry: dict, norm_key: str,
+                         cfg: dict, default: tuple[str, str], few_label: tuple[str, str]) -> dict:
+    """Write each (model, budget) as a task model (card + weights) under models/wildfire/, and index.json
+    naming the default (deployed) and the few-label model; returns that index."""
+    from vhrfm.apps.taskmodel import save_task_model
+    from vhrfm.data.sources import SOURCES
+
+    out = models_dir(profile) / "wildfire"
+    out.mkdir(parents=True, exist_ok=True)
+    for (model_name, budget), model in models.items():
+        r = results[model_name][budget]
+        kind = {"classical": "classical", "unet_scratch": "unet"}.get(model_name, "segmenter")
+        card = {
+            "task": "wildfire", "name": model_tag(model_name, budget), "model": model_name, "kind": kind, "budget": budget,
+            "train_tiles": r["train_tiles"], "positive_class": "burned",
+            "bands": [str(b) for b in norm_entry.get("bands", [])] or [f"band{i + 1}" for i in range(len(tiles.wavelengths))],
+            "wavelengths": [float(v) for v in tiles.wavelengths], "widths": [float(v) for v in tiles.widths],
+            "gsd_m": tiles.gsd, "sensor": tiles.sensor, "tile_size": int(tiles.X.shape[-1]),
+            "norm": {"key": norm_key, "mean": [float(v) for v in norm_entry["mean"]], "std": [float(v) for v in norm_entry["std"]]},
+            "threshold": r["threshold"], "threshold_chosen_on": "validation (best F1)",
+            "test": {k: r[k] for k in ("precision", "recall", "f1", "iou", "f1_ci95")},
+            "val": {k: r["val"][k] for k in ("precision", "recall", "f1", "iou")},
+            "training": {k: cfg[k] for k in ("steps", "batch_size", "crop", "lr", "encoder_lr_scale")},
+            "data": [{"source": s, "licence": SOURCES[s].licence, "attribution": SOURCES[s].attribution} for s in cfg["sources"]],
+            "profile": profile, "command": f"dvc repro wildfire@{profile}",
+            "limits": "trained on one 10 m Sentinel-2 true-colour fire event (EMSR382); VHR use is out of distribution",
+        }
+        if kind == "segmenter":
+            enc = model.encoder.card
+            card["encoder"] = {"arch": enc["arch"], "arch_kwargs": enc.get("arch_kwargs", {}), "pretrained": "teacher",
+                               "frozen": model.frozen}
+            card["head_width"] = model.head.out.in_channels
+        save_task_model(out / card["name"], model, card)
+    index = {"default": model_tag(*default), "few_label": model_tag(*few_label),
+             "models": sorted(model_tag(*k) for k in models)}
+    (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+    return index
+
+
+def scene_labels(item) -> np.ndarray:
+    """The full label raster of a segmentation item: 1 / 0, and IGNORE where its ignore raster is set."""
+    import rasterio
+
+    from vhrfm.config import data_dir
+
+    with rasterio.open(data_dir() / item.mask) as src:
+        y = src.read(1).astype(np.uint8)
+    if item.ignore is not None:
+        with rasterio.open(data_dir() / item.ignore) as src:
+            y[src.read(1) != 0] = IGNORE
+    return y
+
+
+def split_pixels(splits, path: str, shape: tuple[int, int], split: str = "test") -> np.ndarray:
+    """Boolean raster of the pixels of ``path`` covered by tiles of ``split`` in the stored split table."""
+    sel = np.zeros(shape, bool)
+    for r in splits[(splits.path == path) & (splits.split == split)].itertuples():
+        sel[r.row_off:r.row_off + r.height, r.col_off:r.col_off + r.width] = True
+    return sel
+
+
+def scene_split_confusion(mask_path, item, splits, split: str = "test") -> np.ndarray:
+    """(tp, fp, fn, tn) of a whole-scene mask output (``vhrfm predict``) on one split's labelled pixels."""
+    import rasterio
+
+    from vhrfm.apps.segmentation import confusion
+
+    y = scene_labels(item)
+    with rasterio.open(mask_path) as src:
+        pred = src.read(1)
+    if pred.shape != y.shape:
+        raise ValueError(f"mask {pred.shape} and labels {y.shape} differ")
+    y = np.where(split_pixels(splits, item.path, y.shape, split) & (pred != 255), y, IGNORE)
+    return confusion((pred == 1).astype(np.float32)[None], y[None], 0.5)[0]
+
+
+def run_scene_check(profile: str, progress: bool = False) -> dict:
+    """Map every labelled scene whole with the deployed model (the code path of ``vhrfm predict``), score the
+    outputs on the test split's pixels, and add the result to ``metrics.json`` under ``"scene"``."""
+    from pathlib import Path
+
+    from vhrfm.apps.scene import predict_scene
+    from vhrfm.apps.segmentation import scores_from_confusion
+    from vhrfm.apps.taskmodel import load_task_model
+    from vhrfm.config import data_dir
+    from vhrfm.data.sources import SOURCES
+
+    p = load_profile(profile)
+    res = results_dir(profile)
+    out = res / "wildfire"
+    index = json.loads((models_dir(profile) / "wildfire" / "index.json").read_text())
+    model = load_task_model(models_dir(profile) / "wildfire" / f"{index['default']}.json", task="wildfire")
+    splits = load_splits(res / "data" / "splits.csv")
+    scenes, total = [], np.zeros(4, np.int64)
+    for source in p["wildfire"]["sources"]:
+        for it in SOURCES[source].items():
+            folder = out / "scenes" / it.group
+            s = predict_scene(data_dir() / it.path, model, folder, progress=progress)
+            c = scene_split_confusion(folder / f"{Path(it.path).stem}_mask.tif", it, splits, "test")
+            total += c
+            scenes.append({"scene": it.path, "folder": str(folder.relative_to(res)), "test_pixels": int(c.sum()),
+                           **{k: s[k] for k in ("width", "height", "area_km2", "polygons", "runtime_s", "mpx_per_s",
+                                                "peak_rss_mb", "threshold")}})
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["scene"] = {"model": index["default"], "scenes": scenes,
+                        "test_pixels": {k: round(v, 6) for k, v in scores_from_confusion(total).items()},
+                        "what": "whole scenes mapped by `vhrfm predict` code; scored on the test split's labelled pixels"}
+    metrics_path.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    return metrics["scene"]
 
 
 def load_test_predictions(profile: str) -> dict:
@@ -188,4 +315,6 @@ def load_test_predictions(profile: str) -> dict:
         return {k.replace("__", "/"): z[k] for k in z.files}
 
 
-__all__ = ["MODELS", "ClassicalIndex", "spectral_indices", "change_indices", "run_wildfire", "load_test_predictions"]
+__all__ = ["MODELS", "ClassicalIndex", "spectral_indices", "change_indices", "run_wildfire", "load_test_predictions",
+           "save_wildfire_models", "model_tag",
+           "scene_labels", "split_pixels", "scene_split_confusion", "run_scene_check"]

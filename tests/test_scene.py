@@ -1,0 +1,161 @@
+"""Whole-scene prediction on synthetic rasters: stitching, georeference, areas, polygons, errors, no partial outputs."""
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+from typer.testing import CliRunner
+
+from vhrfm.apps.scene import pixel_size_m, predict_array, predict_scene
+from vhrfm.apps.taskmodel import load_task_model, save_task_model
+from vhrfm.apps.wildfire import ClassicalIndex
+from vhrfm.cli import app
+from vhrfm.errors import VHRFMInputError
+from vhrfm.heads import Segmenter
+from vhrfm.models import create_encoder
+
+RGB_WL, RGB_WD = [665.0, 560.0, 492.0], [30.0, 35.0, 65.0]
+
+
+def _card(**kw):
+    return {"task": "wildfire", "name": "test_model", "bands": ["b04", "b03", "b02"], "wavelengths": RGB_WL,
+            "widths": RGB_WD, "gsd_m": 2.0, "tile_size": 64, "norm": {"mean": [100.0] * 3, "std": [50.0] * 3},
+            "threshold": 0.5, **kw}
+
+
+@pytest.fixture
+def classical(tmp_path):
+    clf = ClassicalIndex([100.0] * 3, [50.0] * 3)
+    clf.name, clf.range = "darkness", (-200.0, -50.0)  # brightness 50 -> 1.0, 200 -> 0.0, 125 -> 0.5
+    path = save_task_model(tmp_path / "models" / "classical", clf, _card(kind="classical"))
+    return load_task_model(path, task="wildfire")
+
+
+def _scene(path, arr, crs="EPSG:32628", res=2.0, origin=(400000, 3100000)):
+    kw = dict(driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0], dtype=arr.dtype)
+    if crs is not None:
+        kw.update(crs=crs, transform=from_origin(*origin, res, res))
+    with rasterio.open(path, "w", **kw) as dst:
+        dst.write(arr)
+    return path
+
+
+def _bright_scene_with_dark_square(h=150, w=131, box=(30, 70, 40, 90)):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(180, 230, (3, h, w)).astype(np.uint8)
+    r0, r1, c0, c1 = box
+    arr[:, r0:r1, c0:c1] = rng.integers(20, 60, (3, r1 - r0, c1 - c0))
+    return arr
+
+
+def test_task_model_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    net = Segmenter(create_encoder("resnet18_anyband"), width=16)
+    card = _card(kind="segmenter", encoder={"arch": "resnet18_anyband", "arch_kwargs": {}}, head_width=16)
+    path = save_task_model(tmp_path / "seg", net, card)
+    m = load_task_model(path)
+    x = np.random.default_rng(0).integers(0, 255, (2, 3, 64, 64)).astype(np.float32)
+    direct = torch.sigmoid(net.eval()(torch.from_numpy((x - 100) / 50), torch.tensor(RGB_WL), torch.full((2,), 2.0),
+                                      torch.tensor(RGB_WD))[:, 0]).detach().numpy()
+    np.testing.assert_allclose(m.probs(x), direct, atol=1e-6)
+    with pytest.raises(VHRFMInputError, match="band count"):
+        m.probs(x[:, :2])
+    with pytest.raises(VHRFMInputError, match="another task"):
+        load_task_model(path, task="megafauna")
+    (tmp_path / "seg.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(VHRFMInputError, match="corrupt"):
+        load_task_model(path)
+
+
+def test_scene_outputs_match_pixelwise_model(tmp_path, classical):
+    arr = _bright_scene_with_dark_square()
+    scene = _scene(tmp_path / "scene.tif", arr)
+    s = predict_scene(scene, classical, tmp_path / "out", tile=64, overlap=16, batch_size=3, progress=False)
+    out = tmp_path / "out"
+    with rasterio.open(scene) as src, rasterio.open(out / "scene_prob.tif") as p, rasterio.open(out / "scene_mask.tif") as m:
+        assert p.crs == src.crs and p.transform == src.transform and (p.height, p.width) == (src.height, src.width)
+        assert m.crs == src.crs and m.dtypes[0] == "uint8" and m.nodata == 255
+        prob, mask = p.read(1), m.read(1)
+        assert p.tags()["threshold"] == "0.5"
+    # a pixel-wise model on the whole array = the stitched windows, bit for bit
+    np.testing.assert_array_equal(prob, classical.probs(arr[None].astype(np.float32))[0])
+    np.testing.assert_array_equal(mask, (prob >= 0.5).astype(np.uint8))
+    assert mask[30:70, 40:90].all() and mask.sum() == 40 * 50
+    assert s["positive_pixels"] == 2000 and s["area_km2"] == pytest.approx(2000 * 4 / 1e6)
+    gdf = gpd.read_file(out / "scene_polygons.geojson")
+    assert len(gdf) == 1 and gdf.crs.to_epsg() == 4326 and s["polygons"] == 1
+    assert gdf.area_m2.iloc[0] == pytest.approx(8000, rel=0.01)
+    summary = json.loads((out / "scene_summary.json").read_text())
+    assert summary["gsd_m"] == 2.0 and summary["tiles"] == s["tiles"] > 1 and "GSD" not in " ".join(summary["notes"])
+    assert (out / "scene_map.html").read_text().count("leaflet") > 0 and (out / "scene_preview.png").stat().st_size > 0
+    assert not list(out.glob(".vhrfm-partial-*"))
+
+
+def test_polygons_merge_across_strips_and_geographic_area(tmp_path, classical):
+    # a tall dark band crossing several polygon strips, in a geographic CRS (area on the sphere)
+    arr = _bright_scene_with_dark_square(h=300, w=80, box=(10, 290, 20, 50))
+    res = 1e-4
+    scene = _scene(tmp_path / "geo.tif", arr, crs="EPSG:4326", res=res, origin=(-15.6, 28.0))
+    s = predict_scene(scene, classical, tmp_path / "geo", tile=64, overlap=8, write_map=False, progress=False)
+    with rasterio.open(scene) as src:
+        assert pixel_size_m(src) == pytest.approx(res * np.pi / 180 * 6371008.8 * (1 + np.cos(np.radians(27.985))) / 2, rel=1e-3)
+    gdf = gpd.read_file(tmp_path / "geo" / "geo_polygons.geojson")
+    assert len(gdf) == 1  # one polygon although it was traced in several strips
+    assert s["area_km2"] == pytest.approx(gdf.area_m2.sum() / 1e6, rel=0.01)
+    assert not (tmp_path / "geo" / "geo_map.html").exists()
+
+
+def test_bad_inputs_leave_nothing(tmp_path, classical, make_raster):
+    four, _ = make_raster("four.tif", count=4, dtype="uint8")
+    nocrs, _ = make_raster("nocrs.tif", count=3, dtype="uint8", crs=None)
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00 this is not a tiff")
+    for path, msg in ((four, "band count"), (nocrs, "no CRS"), (corrupt, "cannot be read"), (tmp_path / "nope.tif", "not found")):
+        with pytest.raises(VHRFMInputError, match=msg):
+            predict_scene(path, classical, tmp_path / "never", progress=False)
+        assert not (tmp_path / "never").exists()
+
+
+def test_failure_midway_keeps_previous_outputs(tmp_path, classical):
+    scene = _scene(tmp_path / "scene.tif", _bright_scene_with_dark_square())
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "scene_mask.tif").write_text("an earlier result")
+    with pytest.raises(RuntimeError, match="on purpose"):
+        predict_scene(scene, classical, out, tile=64, overlap=16, batch_size=2, fail_after_tiles=3, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["scene_mask.tif"]
+    assert (out / "scene_mask.tif").read_text() == "an earlier result"
+
+
+def test_gsd_far_from_training_is_flagged(tmp_path, classical):
+    scene = _scene(tmp_path / "vhr.tif", _bright_scene_with_dark_square(), res=0.3)
+    s = predict_scene(scene, classical, tmp_path / "o", tile=64, write_map=False, progress=False)
+    assert any("out of the training distribution" in n for n in s["notes"])
+
+
+def test_cli_predict(tmp_path, classical):
+    runner = CliRunner()
+    r = runner.invoke(app, ["predict", "--help"])
+    assert r.exit_code == 0 and "--task" in r.output and "--out" in r.output
+    scene = _scene(tmp_path / "scene.tif", _bright_scene_with_dark_square())
+    card = tmp_path / "models" / "classical.json"
+    r = runner.invoke(app, ["predict", str(scene), "-o", str(tmp_path / "cli"), "--model", str(card), "--tile", "64",
+                            "--no-map", "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.splitlines()[0])["area_km2"] == pytest.approx(0.008)
+    r = runner.invoke(app, ["predict", str(scene), "-o", str(tmp_path / "cli2"), "--task", "nonsense"])
+    assert r.exit_code != 0 and isinstance(r.exception, VHRFMInputError)
+
+
+def test_predict_array_equals_scene_prediction(tmp_path, classical):
+    arr = _bright_scene_with_dark_square()
+    scene = _scene(tmp_path / "scene.tif", arr)
+    predict_scene(scene, classical, tmp_path / "o", tile=64, overlap=16, write_map=False, progress=False)
+    with rasterio.open(tmp_path / "o" / "scene_prob.tif") as src:
+        np.testing.assert_array_equal(predict_array(classical, arr, 2.0, tile=64, overlap=16), src.read(1))
+    with pytest.raises(VHRFMInputError, match="band count"):
+        predict_array(classical, arr[:1], 2.0)

@@ -1,0 +1,328 @@
+"""Whole-scene prediction: stream a GeoTIFF in overlapping windows, stitch, write GeoTIFF / GeoJSON / map.
+
+Memory stays flat in the scene size: windows are read, predicted and written one batch at a time
+(each tile writes only its *core*, so no averaging buffer is needed), polygons are traced strip by
+strip and merged, and quicklooks are decimated reads. Every output is written into a staging folder
+first and moved into place only when all of them exist, so a failure leaves nothing partial behind.
+
+Outputs in ``out_dir`` (``<stem>`` = the scene's file name without suffix):
+``<stem>_prob.tif`` (float32 COG, probability of the positive class, nodata -1),
+``<stem>_mask.tif`` (uint8 COG: 1 positive, 0 negative, 255 nodata),
+``<stem>_polygons.geojson`` (EPSG:4326, simplified, with area), ``<stem>_map.html`` (folium),
+``<stem>_preview.png`` and ``<stem>_summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+from tqdm.auto import tqdm
+
+from vhrfm.apps.taskmodel import TaskModel
+from vhrfm.data.io import RasterWriter, Stitcher, open_raster, read_window, tile_grid
+from vhrfm.errors import VHRFMInputError
+
+PROB_NODATA = -1.0
+MASK_NODATA = 255
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / 1024 if sys.platform != "darwin" else r / 2**20
+
+
+def pixel_size_m(src) -> float:
+    """Ground sampling distance in metres (geographic CRS: at the scene centre, mean of both axes)."""
+    if src.crs is None:
+        raise VHRFMInputError("raster has no CRS but one is needed here", expected="a georeferenced raster", found="no CRS",
+                              path=src.name)
+    rx, ry = abs(src.transform.a), abs(src.transform.e)
+    if src.crs.is_geographic:
+        lat = math.radians(src.xy(src.height // 2, src.width // 2)[1])
+        return float((rx * math.cos(lat) + ry) / 2 * math.pi / 180 * EARTH_RADIUS_M)
+    return float((rx + ry) / 2 * src.crs.linear_units_factor[1])
+
+
+def row_pixel_areas_m2(src, row0: int, nrows: int) -> np.ndarray:
+    """Area (m²) of one pixel in each of ``nrows`` rows from ``row0`` (exact on the sphere for geographic CRSs)."""
+    rx, ry = abs(src.transform.a), abs(src.transform.e)
+    if not src.crs.is_geographic:
+        f = src.crs.linear_units_factor[1]
+        return np.full(nrows, rx * ry * f * f)
+    rows = np.arange(row0, row0 + nrows)
+    lat_top = src.transform.f + src.transform.e * rows
+    lat_bot = lat_top + src.transform.e
+    band = np.abs(np.sin(np.radians(lat_top)) - np.sin(np.radians(lat_bot)))
+    return EARTH_RADIUS_M**2 * np.radians(rx) * band
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise VHRFMInputError("output path exists and is not a folder", path=out_dir)
+
+
+def _polygons(mask_path: Path, strip: int, simplify_px: float, min_area_m2: float):
+    """Positive-class polygons of a mask raster, traced strip by strip and merged across strip borders."""
+    import geopandas as gpd
+    from rasterio.features import shapes
+    from shapely.geometry import shape
+    from shapely.ops import unary_union
+
+    geoms = []
+    with rasterio.open(mask_path) as src:
+        crs, res = src.crs, abs(src.transform.a)
+        for r0 in range(0, src.height, strip):
+            w = Window(0, r0, src.width, min(strip, src.height - r0))
+            m = src.read(1, window=w)
+            pos = m == 1
+            if not pos.any():
+                continue
+            t = src.window_transform(w)
+            geoms.extend(shape(g) for g, _ in shapes(pos.astype(np.uint8), mask=pos, transform=t))
+    if not geoms:
+        return gpd.GeoDataFrame({"area_m2": [], "area_ha": []}, geometry=[], crs=crs)
+    merged = unary_union(geoms)
+    parts = list(getattr(merged, "geoms", [merged]))
+    gdf = gpd.GeoDataFrame(geometry=parts, crs=crs)
+    if simplify_px > 0:
+        gdf["geometry"] = gdf.geometry.simplify(simplify_px * res, preserve_topology=True)
+    gdf = gdf[~gdf.geometry.is_empty]
+    metric = gdf.to_crs(gdf.estimate_utm_crs()) if crs.is_geographic or crs.linear_units_factor[1] != 1.0 else gdf
+    gdf["area_m2"] = metric.geometry.area.round(1).to_numpy()
+    gdf = gdf[gdf.area_m2 >= min_area_m2].sort_values("area_m2", ascending=False).reset_index(drop=True)
+    gdf["area_ha"] = (gdf.area_m2 / 1e4).round(4)
+    gdf.insert(0, "id", np.arange(1, len(gdf) + 1))
+    return gdf.to_crs("EPSG:4326")
+
+
+def _quicklook(path: Path, max_side: int, bands=None, resampling=None):
+    """A decimated read (memory bounded by ``max_side``), with its bounds in EPSG:4326 for maps."""
+    from rasterio.enums import Resampling
+    from rasterio.vrt import WarpedVRT
+
+    with rasterio.open(path) as src:
+        vrt = WarpedVRT(src, crs="EPSG:4326", resampling=resampling or Resampling.bilinear) if src.crs and \
+            not src.crs.is_geographic else None
+        ds = vrt or src
+        scale = max(ds.width, ds.height) / max_side
+        shape = (max(1, int(ds.height / max(scale, 1))), max(1, int(ds.width / max(scale, 1))))
+        idx = bands or list(range(1, ds.count + 1))
+        data = ds.read(idx, out_shape=(len(idx), *shape), resampling=resampling or Resampling.bilinear)
+        b = ds.bounds
+        if vrt is not None:
+            vrt.close()
+    return data, (b.left, b.bottom, b.right, b.top)
+
+
+def _rgb(data: np.ndarray, wavelengths) -> np.ndarray:
+    from vhrfm.data.datasets import true_colour
+
+    x = data.astype(np.float32)
+    return true_colour(x, wavelengths) if x.shape[0] > 1 else np.repeat(true_colour(x, wavelengths)[..., :1], 3, -1)
+
+
+def _write_map(html: Path, png: Path, scene: Path, prob: Path, gdf, wavelengths, title: str, max_side: int = 1024):
+    import base64
+    import io
+
+    import folium
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from rasterio.enums import Resampling
+
+    img, bounds = _quicklook(scene, max_side)
+    rgb = _rgb(img, wavelengths)
+    p, _ = _quicklook(prob, max_side, resampling=Resampling.nearest)
+    p = p[0]
+    # static preview: scene, probability, polygons
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.2))
+    ext = (bounds[0], bounds[2], bounds[1], bounds[3])
+    axes[0].imshow(rgb, extent=ext)
+    if len(gdf):
+        gdf.boundary.plot(ax=axes[0], color="red", linewidth=0.6)
+    axes[0].set_title("scene (true colour) and predicted polygons", fontsize=9)
+    im = axes[1].imshow(np.ma.masked_less(p, 0), extent=ext, cmap="inferno", vmin=0, vmax=1)
+    fig.colorbar(im, ax=axes[1], shrink=0.8, label="probability")
+    axes[1].set_title("probability", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("longitude")
+        ax.set_ylabel("latitude")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    # interactive map: scene quicklook + polygons over OpenStreetMap
+    buf = io.BytesIO()
+    plt.imsave(buf, rgb, format="png")
+    m = folium.Map(tiles=None, control_scale=True)
+    folium.TileLayer("OpenStreetMap", name="OpenStreetMap (needs internet to show tiles)").add_to(m)
+    folium.raster_layers.ImageOverlay("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
+                                      bounds=[[bounds[1], bounds[0]], [bounds[3], bounds[2]]], name="scene", opacity=0.9).add_to(m)
+    if len(gdf):
+        folium.GeoJson(gdf.to_json(drop_id=True), name="prediction",
+                       tooltip=folium.GeoJsonTooltip(fields=["id", "area_ha"]),
+                       style_function=lambda _f: {"color": "#ff2200", "fillColor": "#ff7700", "weight": 1.5,
+                                                  "fillOpacity": 0.35}).add_to(m)
+    m.fit_bounds([[bounds[1], bounds[0]], [bounds[3], bounds[2]]])
+    folium.LayerControl().add_to(m)
+    m.save(str(html))
+
+
+def predict_array(model: TaskModel, image: np.ndarray, gsd: float, *, tile: int | None = None, overlap: int = 32,
+                  batch_size: int = 8, progress: bool = False) -> np.ndarray:
+    """Probabilities for an in-memory image (C, H, W) of raw band values, with the same windows and stitching
+    as :func:`predict_scene` (for images without georeference, e.g. a quick look; nothing is written)."""
+    if image.ndim != 3 or image.shape[0] != model.n_bands:
+        raise VHRFMInputError("band count does not match the model", expected=f"{model.n_bands} bands {model.card['bands']}",
+                              found=image.shape[0] if image.ndim == 3 else image.shape)
+    tile = int(tile or model.card.get("tile_size", 256))
+    H, W = image.shape[1:]
+    grid = tile_grid(H, W, tile, min(overlap, tile - 1))
+    st = Stitcher(H, W, 1, fill=PROB_NODATA)
+    for b0 in tqdm(range(0, len(grid), batch_size), desc="predict", disable=not progress):
+        batch = grid[b0:b0 + batch_size]
+        raw = np.zeros((len(batch), image.shape[0], tile, tile), np.float32)
+        valid = np.zeros((len(batch), tile, tile), bool)
+        for k, t in enumerate(batch):
+            h, w = int(t.window.height), int(t.window.width)
+            raw[k, :, :h, :w] = image[:, t.window.row_off:t.window.row_off + h, t.window.col_off:t.window.col_off + w]
+            valid[k, :h, :w] = True
+        for t, p in zip(batch, model.probs(raw, gsd=gsd, valid=valid)):
+            st.add(t, p[:int(t.window.height), :int(t.window.width)])
+    return st.array[0]
+
+
+def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, tile: int | None = None, overlap: int = 32,
+                  batch_size: int = 8, threshold: float | None = None, min_area_m2: float | None = None,
+                  simplify_px: float = 1.0, write_map: bool = True, progress: bool = True,
+                  fail_after_tiles: int | None = None) -> dict:
+    """Map one scene with ``model``; returns the summary (also written as JSON). See the module docstring.
+
+    ``min_area_m2`` drops polygons smaller than this (default: 4 pixels). ``fail_after_tiles`` raises
+    after that many tiles (tests use it to prove that nothing partial is left behind).
+    """
+    t_start = time.perf_counter()
+    scene, out_dir = Path(scene), Path(out_dir)
+    _check_out_dir(out_dir)
+    tile = int(tile or model.card.get("tile_size", 256))
+    thr = float(model.threshold if threshold is None else threshold)
+    if not 0.0 <= thr <= 1.0:
+        raise VHRFMInputError("threshold must be a probability", expected="0..1", found=thr)
+    stem = scene.stem
+    timing = {"read_s": 0.0, "model_s": 0.0, "write_s": 0.0}
+    with open_raster(scene, expected_bands=model.n_bands, require_crs=True) as src:
+        gsd = pixel_size_m(src)
+        H, W = src.height, src.width
+        crs, transform = src.crs, src.transform
+        grid = tile_grid(H, W, tile, min(overlap, tile - 1) if tile > 1 else 0)
+        created = not out_dir.exists()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".vhrfm-partial-", dir=out_dir))
+        ok = False
+        try:
+            n_valid = n_pos = 0
+            area_m2 = 0.0
+            prob_path, mask_path = stage / f"{stem}_prob.tif", stage / f"{stem}_mask.tif"
+            tags = {"model": model.card.get("name", ""), "task": model.card.get("task", ""), "threshold": thr,
+                    "software": "vhrfm"}
+            with RasterWriter(prob_path, width=W, height=H, count=1, dtype="float32", crs=crs, transform=transform,
+                              nodata=PROB_NODATA, tags=tags, band_descriptions=["probability"]) as pw, \
+                    RasterWriter(mask_path, width=W, height=H, count=1, dtype="uint8", crs=crs, transform=transform,
+                                 nodata=MASK_NODATA, tags=tags, band_descriptions=["mask"]) as mw:
+                ps, ms = Stitcher(H, W, 1, sink=pw), Stitcher(H, W, 1, sink=mw)
+                bar = tqdm(total=len(grid), desc=f"predict {scene.name}", unit="tile", disable=not progress)
+                for b0 in range(0, len(grid), batch_size):
+                    batch = grid[b0:b0 + batch_size]
+                    t0 = time.perf_counter()
+                    reads = [read_window(src, t.window, out_size=tile) for t in batch]
+                    raw = np.stack([r[0] for r in reads]).astype(np.float32)
+                    valid = np.stack([r[1] for r in reads])
+                    t1 = time.perf_counter()
+                    prob = model.probs(raw, gsd=gsd, valid=valid)
+                    t2 = time.perf_counter()
+                    for t, p, v in zip(batch, prob, valid):
+                        h, w = int(t.window.height), int(t.window.width)
+                        p, v = p[:h, :w], v[:h, :w]
+                        rs, cs = t.core_in_tile()
+                        core_v, core_p = v[rs, cs], p[rs, cs]
+                        pos = (core_p >= thr) & core_v
+                        ps.add(t, np.where(v, p, PROB_NODATA).astype(np.float32))
+                        ms.add(t, np.where(v, p >= thr, MASK_NODATA).astype(np.uint8))
+                        n_valid += int(core_v.sum())
+                        n_pos += int(pos.sum())
+                        areas = row_pixel_areas_m2(src, int(t.core.row_off), int(t.core.height))
+                        area_m2 += float((pos.sum(1) * areas).sum())
+                    timing["read_s"] += t1 - t0
+                    timing["model_s"] += t2 - t1
+                    timing["write_s"] += time.perf_counter() - t2
+                    bar.update(len(batch))
+                    if fail_after_tiles is not None and b0 + len(batch) >= fail_after_tiles:
+                        raise RuntimeError(f"failing on purpose after {fail_after_tiles} tiles (test hook)")
+                bar.close()
+                if not (ps.complete and ms.complete):
+                    raise RuntimeError("stitching did not cover the scene exactly (bug)")
+            # (the COG conversion happens as the writers close: it counts in the total, not in write_s)
+            t3 = time.perf_counter()
+            gdf = _polygons(mask_path, strip=max(tile * 4, 1024), simplify_px=simplify_px,
+                            min_area_m2=4 * gsd * gsd if min_area_m2 is None else min_area_m2)
+            from vhrfm.data.io import write_geojson
+
+            write_geojson(stage / f"{stem}_polygons.geojson", gdf)
+            timing["vector_s"] = time.perf_counter() - t3
+            t4 = time.perf_counter()
+            if write_map:
+                _write_map(stage / f"{stem}_map.html", stage / f"{stem}_preview.png", scene, prob_path, gdf,
+                           model.card["wavelengths"], f"{model.card.get('task', '')}: {scene.name} "
+                           f"({model.card.get('name', '')}, threshold {thr:.2f})")
+            timing["map_s"] = time.perf_counter() - t4
+            total = time.perf_counter() - t_start
+            train_gsd = float(model.card["gsd_m"])
+            notes = []
+            if not 0.5 <= gsd / train_gsd <= 2.0:
+                notes.append(f"scene GSD {gsd:.2f} m is far from the training GSD {train_gsd:.2f} m: "
+                             "out of the training distribution, check the map before use")
+            summary = {
+                "scene": str(scene), "task": model.card.get("task"), "model": model.card.get("name"),
+                "model_kind": model.card.get("kind"), "threshold": thr,
+                "width": W, "height": H, "bands": model.card["bands"], "crs": crs.to_string(), "gsd_m": round(gsd, 4),
+                "tile": tile, "overlap": int(overlap), "tiles": len(grid),
+                "valid_pixels": n_valid, "positive_pixels": n_pos,
+                "positive_fraction_of_valid": round(n_pos / n_valid, 6) if n_valid else 0.0,
+                "area_km2": round(area_m2 / 1e6, 6), "polygons": int(len(gdf)),
+                "polygons_area_km2": round(float(gdf.area_m2.sum()) / 1e6, 6) if len(gdf) else 0.0,
+                "runtime_s": round(total, 6), "mpx_per_s": round(H * W / 1e6 / total, 3),
+                "model_mpx_per_s": round(H * W / 1e6 / max(timing["model_s"], 1e-9), 3),
+                "timing_s": {k: round(v, 3) for k, v in timing.items()},
+                "peak_rss_mb": round(peak_rss_mb(), 1), "notes": notes,
+                "outputs": {k: f"{stem}_{k}.{ext}" for k, ext in (("prob", "tif"), ("mask", "tif"), ("polygons", "geojson"),
+                                                                  ("summary", "json"))},
+            }
+            if write_map:
+                summary["outputs"].update(map=f"{stem}_map.html", preview=f"{stem}_preview.png")
+            (stage / f"{stem}_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+            for f in stage.iterdir():  # every output exists: move them into place
+                os.replace(f, out_dir / f.name)
+            ok = True
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+            if not ok and created and not any(out_dir.iterdir()):
+                out_dir.rmdir()
+    return summary
+
+
+__all__ = ["predict_scene", "predict_array", "pixel_size_m", "row_pixel_areas_m2", "peak_rss_mb"]

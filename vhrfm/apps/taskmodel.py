@@ -1,0 +1,147 @@
+"""A trained task model as files: weights (safetensors) and a JSON card holding everything prediction needs.
+
+The card names the model kind (a pretrained encoder with a dense head, a U-Net, or a classical spectral
+index), the bands it was trained on (names, centre wavelengths, widths), the training GSD, the
+normalisation statistics, the operating threshold chosen on validation and the metrics measured on
+test. ``load_task_model`` rebuilds the model from the card alone, so a scene can be mapped without the
+training data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from vhrfm.data.io import atomic_path
+from vhrfm.errors import VHRFMInputError
+
+CARD_VERSION = 1
+KINDS = ("segmenter", "unet", "classical")
+
+
+def card_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def weights_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".safetensors")
+
+
+def save_task_model(path: str | Path, model, card: dict) -> Path:
+    """Write ``<path>.json`` (the card) and, for learned models, ``<path>.safetensors``; both atomically."""
+    kind = card.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"card kind must be one of {KINDS}, got {kind!r}")
+    for key in ("task", "bands", "wavelengths", "widths", "gsd_m", "norm", "threshold"):
+        if key not in card:
+            raise ValueError(f"task-model card lacks {key!r}")
+    card = {**card, "card_version": CARD_VERSION}
+    if kind == "classical":
+        card["classical"] = {"index": model.name, "range": [float(v) for v in model.range]}
+    else:
+        final, tmp = atomic_path(weights_path(path))
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp), metadata={"task": card["task"], "kind": kind})
+        os.replace(tmp, final)
+    final, tmp = atomic_path(card_path(path))
+    tmp.write_text(json.dumps(card, indent=1, sort_keys=True, default=float) + "\n")
+    os.replace(tmp, final)
+    return final
+
+
+@dataclass
+class TaskModel:
+    """A loaded task model: ``probs(raw)`` maps raw band values (N, C, H, W) to probabilities (N, H, W)."""
+
+    card: dict
+    net: torch.nn.Module | None = None
+    classical: object | None = None
+
+    @property
+    def n_bands(self) -> int:
+        return len(self.card["bands"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card["threshold"])
+
+    def normalise(self, raw: np.ndarray) -> np.ndarray:
+        mean = np.asarray(self.card["norm"]["mean"], np.float32)[None, :, None, None]
+        std = np.asarray(self.card["norm"]["std"], np.float32)[None, :, None, None]
+        return ((raw.astype(np.float32) - mean) / std).astype(np.float32)
+
+    def _check(self, raw: np.ndarray) -> None:
+        if raw.ndim != 4 or raw.shape[1] != self.n_bands:
+            raise VHRFMInputError("band count does not match the model", expected=f"{self.n_bands} bands {self.card['bands']}",
+                                  found=raw.shape[1] if raw.ndim == 4 else raw.shape)
+
+    @torch.no_grad()
+    def probs(self, raw: np.ndarray, gsd: float | None = None, valid: np.ndarray | None = None) -> np.ndarray:
+        """Probabilities of the positive class; invalid pixels (``valid`` False) are zeroed before the model."""
+        self._check(raw)
+        x = self.normalise(raw)
+        if valid is not None:
+            x[~np.broadcast_to(valid[:, None], x.shape)] = 0.0
+        if self.net is None:
+            from vhrfm.apps.wildfire import spectral_indices, _scale01
+
+            c = self.card["classical"]
+            score = spectral_indices(raw.astype(np.float32), self.card["wavelengths"])[c["index"]]
+            return _scale01(score, *c["range"])
+        gsd = float(self.card["gsd_m"] if gsd is None else gsd)
+        wl = torch.tensor(self.card["wavelengths"], dtype=torch.float32)
+        wd = torch.tensor(self.card["widths"], dtype=torch.float32)
+        logits = self.net(torch.from_numpy(x), wl, torch.full((len(x),), gsd), wd)[:, 0]
+        return torch.sigmoid(logits).numpy().astype(np.float32)
+
+
+def build_net(card: dict) -> torch.nn.Module:
+    from vhrfm.heads import Segmenter, SMPUNet
+    from vhrfm.models import create_encoder
+
+    if card["kind"] == "segmenter":
+        enc = create_encoder(card["encoder"]["arch"], **card["encoder"].get("arch_kwargs", {}))
+        return Segmenter(enc, width=card.get("head_width", 64))
+    if card["kind"] == "unet":
+        return SMPUNet(in_channels=len(card["bands"]), encoder_name=card.get("unet_encoder", "resnet18"))
+    raise ValueError(f"no network for kind {card['kind']!r}")
+
+
+def load_task_model(path: str | Path, task: str | None = None) -> TaskModel:
+    """Load a task model from its card (``.json``) or weights (``.safetensors``) path; errors name what is wrong."""
+    cp = card_path(path)
+    if not cp.exists():
+        raise VHRFMInputError("task model not found", expected="a task-model card (.json) written by the pipeline "
+                              "(`dvc repro`, e.g. models/wildfire/wildfire.json)", found=str(path))
+    try:
+        card = json.loads(cp.read_text())
+    except json.JSONDecodeError as exc:
+        raise VHRFMInputError("task-model card is not valid JSON", found=str(exc), path=cp) from None
+    if card.get("kind") not in KINDS or "bands" not in card:
+        raise VHRFMInputError("not a task-model card", expected=f"a JSON with kind in {KINDS}", found=card.get("kind"), path=cp)
+    if task is not None and card.get("task") != task:
+        raise VHRFMInputError("task model is for another task", expected=task, found=card.get("task"), path=cp)
+    if card["kind"] == "classical":
+        return TaskModel(card)
+    wp = weights_path(path)
+    if not wp.exists():
+        raise VHRFMInputError("task-model weights missing beside the card", expected=str(wp), found="nothing")
+    net = build_net(card)
+    try:
+        state = load_file(str(wp), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types on corrupt files
+        raise VHRFMInputError("task-model weights cannot be read (corrupt file)", found=str(exc)[:200], path=wp) from None
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise VHRFMInputError("weights do not match the architecture in the card", expected=card["kind"],
+                              found=f"missing {missing[:3]}, unexpected {unexpected[:3]}", path=wp)
+    return TaskModel(card, net=net.eval())
+
+
+__all__ = ["TaskModel", "save_task_model", "load_task_model", "build_net", "card_path", "weights_path"]
