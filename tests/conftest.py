@@ -48,3 +48,12 @@ def real_data():
     if not (d / "pretrain").is_dir():
         pytest.fail(f"real data missing under {d}: run `make data` (dvc pull from ../shared/dvc-store)")
     return d
+
+
+@pytest.fixture(scope="session")
+def smoke_splits(real_data):
+    """The smoke profile's split table and statistics, computed from the real data (not read from results/)."""
+    from vhrfm.data.prepare import build_splits, compute_stats
+
+    df = build_splits("smoke")
+    return df, compute_stats(df, "smoke", progress=False)

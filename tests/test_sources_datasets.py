@@ -31,14 +31,6 @@ def test_every_item_matches_its_sensor_bands(real_data, source):
             assert (m.width, m.height) == (info.width, info.height)
 
 
-@pytest.fixture(scope="module")
-def smoke_splits(real_data):
-    from vhrfm.data.prepare import build_splits, compute_stats
-
-    df = build_splits("smoke")
-    return df, compute_stats(df, "smoke", progress=False)
-
-
 @pytest.mark.parametrize("source", sorted(SOURCES))
 def test_samples_are_complete_dicts(smoke_splits, source):
     df, stats = smoke_splits

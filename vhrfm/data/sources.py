@@ -172,6 +172,7 @@ def _beluga(folder: Path) -> list[Item]:
 
 
 SEAL_GSD_M = 0.025  # not stated by the source; estimated from animal sizes (data/README.md): ~2-3 cm
+SEAL_DEGRADE = 12   # area-average (anti-aliased) decimation of the drone tiles: 0.025 m x 12 = 0.3 m, WorldView-3 PAN
 
 
 def _seals(folder: Path) -> list[Item]:

@@ -30,11 +30,10 @@ from vhrfm.config import data_dir
 from vhrfm.data.io import open_raster, read_window
 from vhrfm.data.normalize import Normalizer, stats_key
 from vhrfm.data.splits import raster_info_cached
-from vhrfm.data.sources import SEAL_GSD_M, get_source
+from vhrfm.data.sources import SEAL_DEGRADE, SEAL_GSD_M, get_source
 from vhrfm.metrics import accuracy_with_ci
 from vhrfm.sensors import get_sensor
 
-SEAL_DEGRADE = 12  # 0.025 m drone GSD -> 0.3 m
 
 
 @dataclass

@@ -1,0 +1,110 @@
+"""Megafauna detection: degradation, heat-map targets, peak decoding, matching, AP by hand, the blob baseline,
+training on synthetic blobs, and the real data loaders."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from vhrfm.apps.megafauna import (BlobDetector, DetImages, Scored, average_precision, choose_threshold, decode, degrade,
+                                  det_metrics, find_peaks, focal_heatmap_loss, heatmap_targets, image_budgets,
+                                  load_beluga_images, load_seal_images, match_image, predict_heat, score_detections,
+                                  train_detector)
+
+
+def test_degrade_is_an_area_average():
+    x = np.arange(2 * 25 * 26, dtype=np.float32).reshape(2, 25, 26)
+    d = degrade(x, 12)
+    assert d.shape == (2, 2, 2)
+    assert d[1, 1, 0] == pytest.approx(x[1, 12:24, 0:12].mean())
+
+
+def test_heatmap_peaks_and_decoding():
+    pts = [np.array([[5.0, 7.0], [20.0, 3.0]], np.float32)]
+    h = heatmap_targets(pts, 32, 1.0)[0]
+    assert h[5, 7] == pytest.approx(1.0) and h[20, 3] == pytest.approx(1.0) and h[12, 12] < 1e-6
+    h[20, 3] = 0.8
+    peaks = find_peaks(h, min_score=0.5)
+    assert peaks[:, :2].tolist() == [[5, 7], [20, 3]] and peaks[1, 2] == pytest.approx(0.8)
+    valid = np.ones_like(h, bool)
+    valid[:10] = False
+    assert find_peaks(h, valid, min_score=0.5)[:, :2].tolist() == [[20, 3]]
+
+
+def test_matching_is_greedy_one_to_one_and_ignores_uncertain():
+    dets = np.array([[10, 10, 0.9], [11, 10, 0.8], [30, 30, 0.7], [50, 50, 0.6]], np.float32)
+    gt = np.array([[10.5, 10.0]], np.float32)
+    ignore = np.array([[30.0, 31.0]], np.float32)
+    assert match_image(dets, gt, ignore, radius_px=3).tolist() == [1, 0, -1, 0]
+
+
+def test_average_precision_and_threshold_by_hand():
+    s = Scored(np.array([0.9, 0.8, 0.7], np.float32), np.array([1, 0, 1], np.int8), np.zeros(3, np.int64), np.array([2]))
+    # PR points (r, p): (0.5, 1), (0.5, 0.5), (1, 2/3) -> AP = 0.5 * 1 + 0.5 * 2/3
+    assert average_precision(s) == pytest.approx(0.5 + 1 / 3)
+    assert choose_threshold(s, 0.0) == pytest.approx(0.7)  # F1 0.8 at 0.7 vs 0.667 at 0.9
+    assert choose_threshold(s, 0.9) == pytest.approx(0.9)  # only 0.9 reaches precision 0.9
+    m = det_metrics(s, 0.7, n_boot=20)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == 1.0 and m["count_mae"] == 1.0
+
+
+def _synthetic(n=24, size=32, bright=True, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 0.2, (n, 3, size, size)).astype(np.float32)
+    pts = []
+    yy, xx = np.mgrid[0:size, 0:size]
+    for i in range(n):
+        p = rng.uniform(4, size - 4, (int(rng.integers(1, 4)), 2)).astype(np.float32)
+        for r, c in p:
+            X[i] += (1 if bright else -1) * 2.0 * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / 2.0)
+        pts.append(p)
+    return DetImages(X, np.ones((n, size, size), bool), pts, [np.zeros((0, 2), np.float32)] * n, np.full(n, 0.3),
+                     pd.DataFrame({"split": ["train"] * n}), np.array([665.0, 560.0, 490.0], np.float32),
+                     np.array([30.0, 35.0, 65.0], np.float32), "test")
+
+
+def test_blob_detector_finds_synthetic_animals_and_picks_polarity():
+    imgs = _synthetic(bright=False)
+    det = BlobDetector(size_m=0.7, radius_m=0.6).fit(imgs)
+    assert det.polarity in ("dark", "abs")
+    s = score_detections(decode(det.heat(imgs), imgs), imgs, 0.6)
+    assert average_precision(s) > 0.9
+
+
+def test_detector_training_lowers_the_loss():
+    from vhrfm.heads import Segmenter
+    from vhrfm.models import create_encoder
+
+    imgs = _synthetic(n=16)
+    torch.manual_seed(0)
+    model = Segmenter(create_encoder("mobilenetv3_small_anyband"), width=16)
+    hist = train_detector(model, imgs, steps=30, batch_size=8, lr=3e-3, sigma_m=0.3, seed=0, progress=False)
+    assert np.mean(hist[-5:]) < np.mean(hist[:5])
+    heat = predict_heat(model, imgs)
+    assert heat.shape == (16, 32, 32) and 0 <= heat.min() and heat.max() <= 1
+
+
+def test_focal_loss_is_lower_for_the_right_heatmap():
+    t = torch.from_numpy(heatmap_targets([np.array([[8.0, 8.0]])], 16, 1.0))
+    v = torch.ones_like(t, dtype=torch.bool)
+    good = torch.logit(t.clamp(1e-3, 1 - 1e-3))
+    assert focal_heatmap_loss(good, t, v) < focal_heatmap_loss(torch.zeros_like(t), t, v)
+
+
+def test_budgets_nested():
+    b = image_budgets(100, {"10%": 0.1, "25%": 0.25, "100%": 1.0}, 0)
+    assert set(b["10%"]) <= set(b["25%"]) <= set(b["100%"]) and len(b["100%"]) == 100
+
+
+def test_real_loaders(smoke_splits):
+    df, stats = smoke_splits
+    seals = load_seal_images(df, stats, progress=False)
+    assert seals.X.shape[1:] == (3, 48, 48) and seals.gsd[0] == pytest.approx(0.3)
+    assert set(seals.rows.split) <= {"train", "val", "test"} and seals.n_points > 0
+    # published splits are kept and parent photos never cross splits
+    assert seals.rows.groupby("group").split.nunique().max() == 1
+    for pts in seals.points:
+        assert (pts >= 0).all() and (pts < 42).all()
+    sat = load_beluga_images(stats, df)
+    assert len(sat) == 5 and sat.X.shape[1] == 1 and sat.n_points == 12 and sum(len(i) for i in sat.ignore) == 2
+    assert sat.wavelengths.shape == (1,)
