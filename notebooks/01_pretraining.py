@@ -43,8 +43,7 @@ from vhrfm.checkpoint import load_encoder, write_card
 from vhrfm.config import load_profile, models_dir, results_dir
 from vhrfm.data import SourceDataset, load_splits, load_stats
 from vhrfm.data.datasets import true_colour
-from vhrfm.ssl.evaluate import load_objective, mean_over_tasks, pca_rgb, probe_all, random_encoder, select_best
-from vhrfm.ssl.probe import TASKS
+from vhrfm.ssl.evaluate import load_objective, mean_over_tasks, pca_rgb, probe_all, probe_tasks, random_encoder, select_best
 
 cfg = load_profile(profile)
 seed = cfg["seed"]
@@ -98,13 +97,7 @@ fig.savefig(fig_dir / "loss_curves.png", dpi=110)
 
 # %%
 pcfg = cfg["probe"]
-tasks = {
-    "aircraft": TASKS["aircraft"](splits, stats, patch=pcfg["aircraft_patch"], cap=pcfg["cap"], seed=seed),
-    "seals": TASKS["seals"](splits, stats, patch=pcfg["seals_patch"], cap=pcfg["cap"], seed=seed),
-    "burned": TASKS["burned"](splits, stats, patch=pcfg["burned_patch"], cap=pcfg["cap"], seed=seed),
-}
-dropped = [n for n, t in tasks.items() if not t.usable]
-tasks = {n: t for n, t in tasks.items() if t.usable}
+tasks, dropped = probe_tasks(profile)
 if dropped:
     print("tasks without both classes in every split at this profile, left out:", dropped)
 display(pd.DataFrame({n: {"sensor": t.sensor, "gsd_m": t.gsd, "patch_px": t.X.shape[-1], **{f"{s}_n": c["n"] for s, c in t.counts().items()},

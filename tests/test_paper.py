@@ -4,7 +4,7 @@ import jinja2
 import pytest
 
 from vhrfm.config import project_root
-from vhrfm.paper import literal_numbers, render
+from vhrfm.paper import CHAPTERS, literal_numbers, render
 
 TEMPLATE = project_root() / "paper" / "paper.md"
 
@@ -30,7 +30,7 @@ def _fake_results(root, chapters):
 
 def test_placeholder_without_value_fails(tmp_path, monkeypatch):
     monkeypatch.setenv("VHRFM_ROOT", str(tmp_path))
-    _fake_results(tmp_path, {"data": {"totals": {"images": 3}}, "pretraining": {}, "wildfire": {}})
+    _fake_results(tmp_path, {"data": {"totals": {"images": 3}}, **{ch: {} for ch in CHAPTERS if ch != "data"}})
     tpl = tmp_path / "t.md"
     tpl.write_text("images: {{ m.data.totals.images }}\n")
     out = render("cpu", tpl, tmp_path / "o.html")

@@ -40,4 +40,21 @@ def create_encoder(name: str, **overrides):
     return cls(**kw)
 
 
-__all__ = ["AnyBandViT", "AnyBandConvNet", "create_encoder", "list_encoders", "encoder_config", "ENCODERS"]
+def fix_bands(encoder, wavelengths, widths=None):
+    """A copy of ``encoder`` whose spectral stem is frozen to one band set (plain convolution weights): the same
+    outputs for that band set, exportable to ONNX; the copy ignores the band metadata it is given."""
+    import copy
+
+    enc = copy.deepcopy(encoder).eval()
+    if isinstance(enc, AnyBandViT):
+        enc.patch_embed = enc.patch_embed.fixed(wavelengths, widths)
+    elif isinstance(enc, AnyBandConvNet):
+        name = enc._stem_name
+        parent = enc.body.get_submodule(name.rsplit(".", 1)[0]) if "." in name else enc.body
+        setattr(parent, name.rsplit(".", 1)[-1], enc.stem.conv.fixed(wavelengths, widths))
+    else:
+        raise TypeError(f"not an any-band encoder: {type(encoder).__name__}")
+    return enc
+
+
+__all__ = ["fix_bands", "AnyBandViT", "AnyBandConvNet", "create_encoder", "list_encoders", "encoder_config", "ENCODERS"]

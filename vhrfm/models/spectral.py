@@ -91,6 +91,26 @@ class SpectralConv(nn.Module):
         bias = b.mean(0)
         return F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), stride=self.stride, padding=self.padding)
 
+    @torch.no_grad()
+    def fixed(self, wavelengths, widths=None) -> FixedSpectralConv:
+        """A plain convolution with the kernels this layer generates for one band set (for export and deployment)."""
+        wl = torch.as_tensor(wavelengths, dtype=torch.float32)
+        dummy = torch.zeros(1, wl.numel(), 1, 1)
+        wl, wd = _band_meta(dummy, wl, widths)
+        w, b = self.gen(wl, wd)
+        c = wl.numel()
+        conv = FixedSpectralConv(c, self.out_channels, self.k, stride=self.stride, padding=self.padding)
+        conv.weight.copy_(w.view(c, self.out_channels, self.k, self.k).transpose(0, 1) / c)
+        conv.bias.copy_(b.mean(0))
+        return conv
+
+
+class FixedSpectralConv(nn.Conv2d):
+    """A :class:`SpectralConv` frozen to one band set: an ordinary convolution that ignores band metadata."""
+
+    def forward(self, x: torch.Tensor, *_meta) -> torch.Tensor:
+        return super().forward(x)
+
 
 class SpectralLinearHead(nn.Module):
     """Per-band linear output (e.g. an MAE pixel decoder): features (..., D) -> (..., C, n_out), weights from wavelengths."""

@@ -36,6 +36,22 @@ def probe_all(encoders: dict, tasks: dict[str, ProbeTask], seed: int = 0, n_boot
     return out
 
 
+def probe_tasks(profile: str) -> tuple[dict[str, ProbeTask], list[str]]:
+    """The chapter-1 probe tasks of a profile (usable ones) and the names of those left out."""
+    from vhrfm.config import load_profile, results_dir
+    from vhrfm.data.datasets import load_splits
+    from vhrfm.data.normalize import load_stats
+    from vhrfm.ssl.probe import TASKS
+
+    p = load_profile(profile)
+    pcfg, seed = p["probe"], p["seed"]
+    res = results_dir(profile) / "data"
+    splits, stats = load_splits(res / "splits.csv"), load_stats(res / "norm_stats.json")
+    tasks = {name: TASKS[name](splits, stats, patch=pcfg[f"{name}_patch"], cap=pcfg["cap"], seed=seed)
+             for name in ("aircraft", "seals", "burned")}
+    return {n: t for n, t in tasks.items() if t.usable}, [n for n, t in tasks.items() if not t.usable]
+
+
 def mean_over_tasks(probe: dict, method: str, key: str = "linear_acc") -> float:
     return float(np.mean([probe[t][method][key] for t in probe]))
 
@@ -65,5 +81,5 @@ def pca_rgb(features: torch.Tensor) -> np.ndarray:
     return np.clip((p - lo) / np.maximum(hi - lo, 1e-9), 0, 1).reshape(h, w, 3)
 
 
-__all__ = ["BASELINES", "random_encoder", "probe_all", "mean_over_tasks", "select_best", "load_objective", "pca_rgb",
+__all__ = ["BASELINES", "random_encoder", "probe_tasks", "probe_all", "mean_over_tasks", "select_best", "load_objective", "pca_rgb",
            "load_encoder"]

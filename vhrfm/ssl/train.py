@@ -30,8 +30,8 @@ from vhrfm.ssl.hybrid import Hybrid
 from vhrfm.ssl.mae import MAE
 from vhrfm.ssl.views import make_view
 
-OBJECTIVES = ("mae", "contrastive", "hybrid")
-LOG_FIELDS = ["step", "loss", "mse", "texture", "contrastive", "lr", "momentum", "images_per_s", "product"]
+OBJECTIVES = ("mae", "contrastive", "hybrid", "distill")
+LOG_FIELDS = ["step", "loss", "mse", "texture", "contrastive", "cosine", "relational", "lr", "momentum", "images_per_s", "product"]
 
 
 def build_objective(objective: str, cfg: dict) -> nn.Module:
@@ -45,6 +45,12 @@ def build_objective(objective: str, cfg: dict) -> nn.Module:
         return MoCoV3(enc, **moco_kw)
     if objective == "hybrid":
         return Hybrid(MAE(enc, **mae_kw), contrastive_weight=cfg["contrastive_weight"], **moco_kw)
+    if objective == "distill":
+        from vhrfm.checkpoint import load_encoder
+        from vhrfm.distill.kd import FeatureKD
+
+        return FeatureKD(enc, load_encoder(cfg["teacher"]), cos_weight=cfg.get("cos_weight", 1.0),
+                         rel_weight=cfg.get("rel_weight", 1.0))
     raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
 
 
@@ -55,7 +61,7 @@ def _views(x, wl, wd, gsd, cfg, g, n):
 
 def step_loss(model: nn.Module, objective: str, batch, cfg: dict, g: torch.Generator, device) -> dict:
     x, wl, wd, gsd, _ = batch
-    if objective == "mae":
+    if objective in ("mae", "distill"):
         (v,) = _views(x, wl, wd, gsd, cfg, g, 1)
         return model(v.image.to(device), v.wavelengths, v.gsd.to(device), v.widths, g)
     v1, v2 = _views(x, wl, wd, gsd, cfg, g, 2)
@@ -138,7 +144,7 @@ def pretrain(name: str, objective: str, cfg: dict, corpus: Corpus, out_dir: str 
         if step % cfg["log_every"] == 0 or step == cfg["steps"] - 1:
             row = {"step": step, "loss": float(out_d["loss"].detach()), "lr": lr, "momentum": momentum,
                    "images_per_s": cfg["batch_size"] * world / dt, "product": batch[4]}
-            for k in ("mse", "texture", "contrastive"):
+            for k in ("mse", "texture", "contrastive", "cosine", "relational"):
                 row[k] = float(out_d[k]) if k in out_d else float("nan")
             rows.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}")

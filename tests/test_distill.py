@@ -1,0 +1,70 @@
+"""Distillation: the KD objective, training a student through the pretraining loop, band-fixed export,
+ONNX parity and the efficiency measurements."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vhrfm.checkpoint import load_encoder, save_encoder
+from vhrfm.distill.efficiency import FixedBands, measure, n_params
+from vhrfm.distill.kd import FeatureKD, similarity_preserving
+from vhrfm.models import create_encoder, encoder_config, fix_bands
+from vhrfm.ssl.train import pretrain
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ddp_worker import CFG, synthetic_corpus  # noqa: E402
+
+WL, WD = [665.0, 560.0, 490.0], [30.0, 35.0, 65.0]
+
+
+def test_similarity_preserving_is_zero_only_for_matching_geometry():
+    f = torch.randn(6, 16)
+    assert similarity_preserving(f, 3 * f).item() == pytest.approx(0.0, abs=1e-6)  # scale-free
+    assert similarity_preserving(f, torch.randn(6, 16)).item() > 1e-3
+
+
+@pytest.mark.parametrize("arch", ["mobilenetv3_small_anyband", "vit_nano_p8"])
+def test_fix_bands_gives_the_same_outputs(arch):
+    torch.manual_seed(0)
+    enc = create_encoder(arch).eval()
+    x, gsd = torch.randn(2, 3, 64, 64), torch.full((2,), 0.5)
+    fixed = fix_bands(enc, WL, WD)
+    torch.testing.assert_close(fixed(x, WL, gsd, WD), enc(x, WL, gsd, WD), atol=1e-5, rtol=1e-5)
+    assert enc.forward_features(x, WL[::-1], gsd, WD[::-1]).shape[0] == 2  # the original still takes any bands
+
+
+def test_kd_objective_trains_the_student_only(tmp_path):
+    torch.manual_seed(0)
+    teacher = create_encoder("vit_nano_p8")
+    tpath = save_encoder(teacher, tmp_path / "teacher.safetensors", {"arch": "vit_nano_p8",
+                                                                      "arch_kwargs": encoder_config("vit_nano_p8")})
+    before = {k: v.clone() for k, v in load_encoder(tpath).state_dict().items()}
+    cfg = {**CFG, "encoder": "mobilenetv3_small_anyband", "teacher": str(tpath), "steps": 3, "cos_weight": 1.0,
+           "rel_weight": 1.0}
+    s = pretrain("kd_student", "distill", cfg, synthetic_corpus(), tmp_path / "out", progress=False)
+    student = load_encoder(tmp_path / "out" / "kd_student.safetensors")
+    assert student.card["arch"] == "mobilenetv3_small_anyband" and s["steps"] == 3
+    log = (tmp_path / "out" / "kd_student_log.csv").read_text().splitlines()
+    assert "cosine" in log[0] and len(log) == 4
+    # the teacher inside the objective is frozen: its weights do not move
+    obj = FeatureKD(create_encoder("mobilenetv3_small_anyband"), load_encoder(tpath))
+    assert not any(p.requires_grad for p in obj.teacher.parameters())
+    for k, v in load_encoder(tpath).state_dict().items():
+        torch.testing.assert_close(v, before[k])
+    out = obj(torch.randn(4, 3, 32, 32), WL, torch.full((4,), 0.5), WD)
+    out["loss"].backward()
+    assert all(p.grad is None for p in obj.teacher.parameters())
+    assert obj.projector[0].weight.grad is not None
+
+
+def test_efficiency_measurements_and_onnx_parity():
+    torch.manual_seed(0)
+    enc = create_encoder("mobilenetv3_small_anyband")
+    m = measure(enc, WL, WD, 0.5, size=64, batch=2, repeats=2)
+    assert m["params"] == n_params(enc) and m["flops_per_image"] > 0
+    assert m["size_mb_fp16"] < m["size_mb_fp32"] and m["size_mb_int8"] < m["onnx_mb_fp32"]
+    assert m["onnx_max_abs_diff"] < 1e-4 and m["onnx_int8_cosine_to_torch"] > 0.99
+    assert m["cpu_latency_ms"] > 0 and m["onnx_latency_ms"] > 0 and m["cpu_images_per_s_b2"] > 0
+    assert FixedBands(enc, WL, WD, 0.5)(torch.randn(1, 3, 64, 64)).shape == (1, enc.num_features)

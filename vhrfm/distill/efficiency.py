@@ -1,0 +1,158 @@
+"""Efficiency of an encoder, measured: parameters, FLOPs, file size (fp32, fp16, int8), CPU latency and
+throughput, and an ONNX export with a parity check against PyTorch (onnxruntime).
+
+The ONNX graph is exported for one band set (the wavelengths and widths are folded in as constants, so
+the spectral stem's generated weights become fixed convolutions): an ONNX file serves one sensor's
+band set, the PyTorch model any. int8 is ONNX Runtime's dynamic quantisation (weights int8, activations
+quantised on the fly), measured with onnxruntime like the fp32 graph.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class FixedBands(nn.Module):
+    """An any-band encoder with its band set and GSD fixed (the spectral stem baked into plain convolution
+    weights, :func:`vhrfm.models.fix_bands`): ``forward(x)`` -> pooled features (B, D)."""
+
+    def __init__(self, encoder: nn.Module, wavelengths, widths, gsd: float):
+        from vhrfm.models import fix_bands
+
+        super().__init__()
+        self.encoder = fix_bands(encoder, wavelengths, widths)
+        self.register_buffer("wl", torch.as_tensor(wavelengths, dtype=torch.float32))
+        self.register_buffer("wd", torch.as_tensor(widths, dtype=torch.float32))
+        self.gsd = float(gsd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x, self.wl, torch.full((x.shape[0],), self.gsd, dtype=x.dtype), self.wd)
+
+
+def n_params(model: nn.Module) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def flops(model: nn.Module, x: torch.Tensor) -> int:
+    """Floating-point operations of one forward pass (multiply-add = 2), by PyTorch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model(x)
+    return int(fc.get_total_flops())
+
+
+def state_size_mb(model: nn.Module, dtype=torch.float32) -> float:
+    """Size of the weights written as safetensors in ``dtype`` (MB, 10^6 bytes)."""
+    from safetensors.torch import save_file
+
+    state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "w.safetensors"
+        save_file(state, str(p))
+        return p.stat().st_size / 1e6
+
+
+def export_onnx(model: FixedBands, x: torch.Tensor, path: str | Path) -> Path:
+    """ONNX (opset 17) with a dynamic batch axis; the TorchScript exporter (no network, no extra tools)."""
+    import warnings
+
+    path = Path(path)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated, still supported
+        torch.onnx.export(model, (x,), str(path), input_names=["image"], output_names=["features"],
+                          dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False)
+    return path
+
+
+def _drop_weight_identities(src: str | Path, dst: str | Path) -> Path:
+    """The TorchScript exporter shares folded weights through Identity nodes; the quantiser needs the weights
+    as initializers, so consumers are pointed at the initializers directly and those Identity nodes dropped."""
+    import onnx
+
+    m = onnx.load(str(src))
+    g = m.graph
+    inits = {i.name for i in g.initializer}
+    alias = {n.output[0]: n.input[0] for n in g.node if n.op_type == "Identity" and n.input[0] in inits}
+    outputs = {o.name for o in g.output}
+    keep = [n for n in g.node if not (n.op_type == "Identity" and n.output[0] in alias and n.output[0] not in outputs)]
+    for n in keep:
+        for i, name in enumerate(n.input):
+            if name in alias and alias[name] not in outputs:
+                n.input[i] = alias[name]
+    del g.node[:]
+    g.node.extend(keep)
+    onnx.save(m, str(dst))
+    return Path(dst)
+
+
+def quantize_int8(src: str | Path, dst: str | Path) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    plain = Path(dst).with_suffix(".plain.onnx")
+    _drop_weight_identities(src, plain)
+    try:
+        quantize_dynamic(str(plain), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        plain.unlink(missing_ok=True)
+    return Path(dst)
+
+
+def ort_session(path: str | Path, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or torch.get_num_threads()
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _median_time(fn, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def measure(encoder: nn.Module, wavelengths, widths, gsd: float, *, size: int = 256, batch: int = 32,
+            repeats: int = 10, seed: int = 0) -> dict:
+    """Every efficiency figure of one encoder on ``size`` x ``size`` inputs of its band set, on this CPU."""
+    torch.manual_seed(seed)
+    model = FixedBands(encoder, wavelengths, widths, gsd).eval()
+    c = len(wavelengths)
+    x1 = torch.randn(1, c, size, size)
+    xb = torch.randn(batch, c, size, size)
+    out = {"params": n_params(encoder), "flops_per_image": flops(model, x1), "input": [c, size, size],
+           "size_mb_fp32": round(state_size_mb(encoder, torch.float32), 3),
+           "size_mb_fp16": round(state_size_mb(encoder, torch.float16), 3), "torch_threads": torch.get_num_threads()}
+    with torch.no_grad():
+        out["cpu_latency_ms"] = round(1e3 * _median_time(lambda: model(x1), repeats), 3)
+        out["cpu_images_per_s_b%d" % batch] = round(batch / _median_time(lambda: model(xb), max(2, repeats // 3), 1), 2)
+        ref = model(x1).numpy()
+    with tempfile.TemporaryDirectory() as d:
+        fp32 = export_onnx(model, x1, Path(d) / "m.onnx")
+        int8 = quantize_int8(fp32, Path(d) / "m.int8.onnx")
+        out["onnx_mb_fp32"] = round(os.path.getsize(fp32) / 1e6, 3)
+        out["size_mb_int8"] = round(os.path.getsize(int8) / 1e6, 3)
+        for name, path in (("onnx", fp32), ("onnx_int8", int8)):
+            sess = ort_session(path)
+            feed = {"image": x1.numpy()}
+            y = sess.run(None, feed)[0]
+            out[f"{name}_latency_ms"] = round(1e3 * _median_time(lambda: sess.run(None, feed), repeats), 3)
+            out[f"{name}_max_abs_diff"] = float(np.abs(y - ref).max())
+            out[f"{name}_cosine_to_torch"] = float((y * ref).sum() / (np.linalg.norm(y) * np.linalg.norm(ref) + 1e-12))
+    return out
+
+
+__all__ = ["FixedBands", "n_params", "flops", "state_size_mb", "export_onnx", "quantize_int8", "ort_session", "measure"]
