@@ -194,6 +194,24 @@ err = pd.DataFrame({"path": test["paths"], "labelled": true_n, "detected": pred_
 display(err.reindex(err.error.abs().sort_values(ascending=False).index).head(8))
 
 # %% [markdown]
+# ## Whole chips through the command line's code path
+#
+# `vhrfm predict --task megafauna CHIP.tif --sensor worldview3` on each WorldView-3 chip: the deployed
+# detector (trained on RGB) takes the PAN band through its any-band stem (the U-Net and the classical
+# detector have no such option), normalised by the chip's own statistics; windows overlap and
+# detections seen twice are merged. The written points are scored against the labels.
+
+# %%
+from vhrfm.apps.megafauna import run_scene_check
+
+scene_check = run_scene_check(profile)
+if "chips" in scene_check:
+    display(pd.DataFrame(scene_check["chips"]).set_index("chip"))
+    print({k: round(scene_check[k], 3) for k in ("precision", "recall", "f1")}, "model:", scene_check["model"])
+else:
+    print("not applicable:", scene_check["not_applicable"])
+
+# %% [markdown]
 # ## Timing
 
 # %%

@@ -159,3 +159,101 @@ def test_predict_array_equals_scene_prediction(tmp_path, classical):
         np.testing.assert_array_equal(predict_array(classical, arr, 2.0, tile=64, overlap=16), src.read(1))
     with pytest.raises(VHRFMInputError, match="band count"):
         predict_array(classical, arr[:1], 2.0)
+
+
+# ----------------------------------------------------------------------------------------------- points (megafauna)
+
+
+def _blob_model(tmp_path, polarity="bright"):
+    from vhrfm.apps.megafauna import BlobDetector
+
+    det = BlobDetector(size_m=1.5, radius_m=1.5)
+    det.polarity, det.scale = polarity, 0.5
+    card = _card(kind="classical", task="megafauna", output="points", positive_class="animal", gsd_m=0.3, tile_size=64,
+                 threshold=0.3, decoder={"min_score": 0.05, "radius_m": 1.5})
+    return load_task_model(save_task_model(tmp_path / "models" / "blob", det, card), task="megafauna")
+
+
+def _animals(h=150, w=131, centres=((20, 20), (75, 60), (120, 100), (60, 63)), seed=0):
+    rng = np.random.default_rng(seed)
+    arr = rng.normal(100, 2, (3, h, w))
+    yy, xx = np.mgrid[0:h, 0:w]
+    for r, c in centres:
+        arr += 120 * np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * 1.8 ** 2))
+    return np.clip(arr, 0, 255).astype(np.uint8), np.array(centres, float)
+
+
+def test_nms_points_keeps_the_best_of_neighbours():
+    from vhrfm.apps.scene import nms_points
+
+    pts = np.array([[10, 10, 0.5], [11, 10, 0.9], [40, 40, 0.3]], np.float32)
+    kept = nms_points(pts, 3.0)
+    assert kept[:, 2].tolist() == pytest.approx([0.9, 0.3])
+
+
+def test_points_scene_finds_each_animal_once(tmp_path):
+    from vhrfm.apps.scene import predict_points_scene
+
+    model = _blob_model(tmp_path)
+    arr, centres = _animals()
+    scene = _scene(tmp_path / "animals.tif", arr, res=0.3)
+    # tile 64, overlap 16: the animal at column 60-63 sits where windows overlap
+    s = predict_points_scene(scene, model, tmp_path / "o", tile=64, overlap=16, progress=False)
+    assert s["count"] == len(centres)
+    gdf = gpd.read_file(tmp_path / "o" / "animals_points.geojson")
+    assert gdf.crs.to_epsg() == 4326 and len(gdf) == len(centres)
+    found = np.sort(gdf[["row", "col"]].to_numpy(), axis=0)
+    np.testing.assert_allclose(found, np.sort(centres, axis=0), atol=1)
+    utm = gdf.to_crs("EPSG:32628")
+    x0, y0 = 400000 + (centres[0][1] + 0.5) * 0.3, 3100000 - (centres[0][0] + 0.5) * 0.3
+    assert np.hypot(utm.geometry.x - x0, utm.geometry.y - y0).min() < 0.31
+    assert (tmp_path / "o" / "animals_map.html").exists() and s["gsd_m"] == pytest.approx(0.3)
+
+
+def test_points_scene_without_crs_needs_gsd_and_uses_pixels(tmp_path):
+    from vhrfm.apps.scene import predict_points_scene
+
+    model = _blob_model(tmp_path)
+    arr, centres = _animals()
+    scene = _scene(tmp_path / "photo.tif", arr, crs=None)
+    with pytest.raises(VHRFMInputError, match="GSD is unknown"):
+        predict_points_scene(scene, model, tmp_path / "none", progress=False)
+    assert not (tmp_path / "none").exists()
+    s = predict_points_scene(scene, model, tmp_path / "px", gsd=0.3, tile=64, progress=False)
+    assert s["count"] == len(centres) and any("pixel coordinates" in n for n in s["notes"])
+    assert s["outputs"]["points"] == "photo_points_pixels.geojson" and not (tmp_path / "px" / "photo_points.geojson").exists()
+    gdf = gpd.read_file(tmp_path / "px" / "photo_points_pixels.geojson")
+    assert (gdf.geometry.x - gdf.col).abs().max() == pytest.approx(0.5) and (gdf.geometry.y - gdf.row).abs().max() == pytest.approx(0.5)
+    assert not (tmp_path / "px" / "photo_map.html").exists()
+
+
+def test_other_sensor_bands_only_for_band_agnostic_models(tmp_path):
+    from vhrfm.apps.scene import adapt_to_scene, predict_points_scene
+
+    arr, centres = _animals()
+    pan = _scene(tmp_path / "pan.tif", arr[:1].astype(np.uint16) * 8, res=0.3)
+    model = _blob_model(tmp_path)
+    with pytest.raises(VHRFMInputError, match="band count"):
+        predict_points_scene(pan, model, tmp_path / "x", progress=False)
+    adapted = adapt_to_scene(model, pan, sensor="worldview3")
+    assert adapted.card["bands"] == ["pan"] and adapted.card["trained_bands"] == ["b04", "b03", "b02"]
+    s = predict_points_scene(pan, adapted, tmp_path / "pan_out", tile=64, progress=False)
+    assert s["count"] == len(centres) and any("training bands" in n for n in s["notes"])
+    unet = load_task_model(save_task_model(tmp_path / "u", __import__("vhrfm.heads", fromlist=["SMPUNet"]).SMPUNet(3),
+                                           _card(kind="unet")))
+    with pytest.raises(VHRFMInputError, match="only its training bands"):
+        adapt_to_scene(unet, pan, sensor="worldview3")
+
+
+def test_cli_predict_megafauna_points(tmp_path):
+    runner = CliRunner()
+    _blob_model(tmp_path)
+    arr, centres = _animals()
+    pan = _scene(tmp_path / "pan.tif", arr[:1].astype(np.uint16) * 8, res=0.3)
+    card = str(tmp_path / "models" / "blob.json")
+    r = runner.invoke(app, ["predict", str(pan), "-o", str(tmp_path / "o"), "--task", "megafauna", "--model", card,
+                            "--sensor", "worldview3", "--tile", "64", "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.splitlines()[0])["count"] == len(centres)
+    r = runner.invoke(app, ["predict", str(pan), "-o", str(tmp_path / "o2"), "--task", "wildfire", "--model", card])
+    assert isinstance(r.exception, VHRFMInputError) and "another task" in str(r.exception)

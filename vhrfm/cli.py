@@ -92,7 +92,7 @@ def pretrain_cmd(profile: str = PROFILE,
     typer.echo(json.dumps({k: v for k, v in s.items() if k != "methods"}))
 
 
-TASKS = ("wildfire",)
+TASKS = ("wildfire", "megafauna")
 
 
 def resolve_task_model(task: str, model: Optional[str], profile: str) -> Path:
@@ -116,7 +116,8 @@ def resolve_task_model(task: str, model: Optional[str], profile: str) -> Path:
 
 
 @app.command()
-def predict(scene: Path = typer.Argument(..., help="A georeferenced scene (GeoTIFF) with the model's bands, in its band order."),
+def predict(scene: Path = typer.Argument(..., help="A scene (GeoTIFF; wildfire needs a CRS) with the model's bands in its "
+                                         "band order, or another sensor's bands with --sensor."),
             out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder (created; files in it are replaced only on success)."),
             task: str = typer.Option("wildfire", "--task", "-t", help=f"Task: {', '.join(TASKS)}."),
             model: Optional[str] = typer.Option(None, "--model", "-m", help="Task-model card (.json) or name under models/TASK/ "
@@ -125,23 +126,35 @@ def predict(scene: Path = typer.Argument(..., help="A georeferenced scene (GeoTI
             tile: Optional[int] = typer.Option(None, help="Window side in pixels (default: the training tile size)."),
             overlap: int = typer.Option(32, help="Pixels shared by neighbouring windows (context at tile borders)."),
             batch_size: int = typer.Option(8, help="Windows per forward pass."),
-            min_area_m2: Optional[float] = typer.Option(None, help="Drop polygons smaller than this (default: 4 pixels)."),
+            min_area_m2: Optional[float] = typer.Option(None, help="wildfire: drop polygons smaller than this (default: 4 pixels)."),
+            sensor: Optional[str] = typer.Option(None, help="The scene's sensor, when its bands differ from the model's "
+                                                 "(any-band models only; normalised by the scene's own statistics)."),
+            bands: Optional[str] = typer.Option(None, help="With --sensor: the scene's band names in file order, comma-separated "
+                                                "(default: pan for 1 band, the sensor's MS bands otherwise)."),
+            gsd: Optional[float] = typer.Option(None, help="megafauna: metres per pixel for a scene without CRS "
+                                                "(points are then written in pixel coordinates)."),
             no_map: bool = typer.Option(False, "--no-map", help="Skip the folium map and the PNG preview."),
             profile: str = PROFILE,
             quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")):
-    """Map a whole scene: probability and mask GeoTIFFs (COG), GeoJSON polygons with area, a folium map, a summary.
+    """Map a whole scene with a task model, streamed in overlapping windows (memory does not grow with its size).
 
-    The scene is streamed in overlapping windows (memory does not grow with its size). On any error no
-    output is left behind.
+    wildfire: probability and mask GeoTIFFs (COG), GeoJSON polygons with area, a folium map, a summary.
+    megafauna: GeoJSON points with scores (duplicates across windows removed), a count summary, a map.
+    On any error no output is left behind.
     """
-    from vhrfm.apps.scene import predict_scene
+    from vhrfm.apps.scene import adapt_to_scene, predict_points_scene, predict_scene
     from vhrfm.apps.taskmodel import load_task_model
 
-    m = load_task_model(resolve_task_model(task, model, profile), task=task)
-    summary = predict_scene(scene, m, out_dir, tile=tile, overlap=overlap, batch_size=batch_size, threshold=threshold,
-                            min_area_m2=min_area_m2, write_map=not no_map, progress=not quiet)
-    typer.echo(json.dumps({k: summary[k] for k in ("scene", "model", "threshold", "area_km2", "polygons", "runtime_s",
-                                                    "mpx_per_s", "peak_rss_mb", "notes")}))
+    m = adapt_to_scene(load_task_model(resolve_task_model(task, model, profile), task=task), scene, sensor, bands)
+    kw = dict(tile=tile or m.card.get("tile_size", 256), overlap=overlap, batch_size=batch_size, threshold=threshold,
+              write_map=not no_map, progress=not quiet)
+    if m.card.get("output") == "points":
+        summary = predict_points_scene(scene, m, out_dir, gsd=gsd, **kw)
+        keys = ("scene", "model", "threshold", "count", "gsd_m", "runtime_s", "mpx_per_s", "peak_rss_mb", "notes")
+    else:
+        summary = predict_scene(scene, m, out_dir, min_area_m2=min_area_m2, **kw)
+        keys = ("scene", "model", "threshold", "area_km2", "polygons", "runtime_s", "mpx_per_s", "peak_rss_mb", "notes")
+    typer.echo(json.dumps({k: summary[k] for k in keys}))
     typer.echo(f"outputs in {out_dir}: " + ", ".join(summary["outputs"].values()))
 
 

@@ -30,6 +30,7 @@ from vhrfm.config import data_dir, load_profile, models_dir, results_dir
 from vhrfm.data.io import open_raster
 from vhrfm.data.normalize import Normalizer, load_stats, stats_key
 from vhrfm.data.sources import SEAL_DEGRADE, SEAL_GSD_M, get_source, sensor_of
+from vhrfm.errors import VHRFMInputError
 
 MODELS = ("classical", "unet_scratch", "teacher_frozen", "teacher_finetuned")
 SEALS, BELUGA = "seals_aerial_drone", "beluga_seeker_wv3"
@@ -303,6 +304,20 @@ def det_metrics(s: Scored, thr: float, n_boot: int = 1000, seed: int = 0) -> dic
 # ----------------------------------------------------------------------------------------------- models
 
 
+def blob_response(x: np.ndarray, valid: np.ndarray, gsd, size_m: float, polarity: str) -> np.ndarray:
+    """Difference of Gaussians (FWHM = ``size_m``, surround x3) on the band mean of normalised images (N, C, H, W);
+    ``polarity`` bright, dark or abs; negative responses and invalid pixels are 0."""
+    gsd = np.broadcast_to(np.asarray(gsd, np.float64), (len(x),))
+    out = np.zeros(valid.shape, np.float32)
+    for i in range(len(x)):
+        lum = x[i].mean(0)
+        s1 = size_m / 2.355 / float(gsd[i])
+        dog = ndimage.gaussian_filter(lum, s1) - ndimage.gaussian_filter(lum, 3 * s1)
+        r = {"bright": dog, "dark": -dog, "abs": np.abs(dog)}[polarity]
+        out[i] = np.where(valid[i], np.maximum(r, 0), 0)
+    return out
+
+
 class BlobDetector:
     """Classical baseline: difference of Gaussians on the band mean (scales from the animal size in metres), the
     polarity (bright, dark or either) chosen on the training images by AP; scores mapped to [0, 1) with a scale
@@ -313,15 +328,7 @@ class BlobDetector:
         self.polarity, self.scale = "abs", 1.0
 
     def response(self, imgs: DetImages, polarity: str | None = None) -> np.ndarray:
-        pol = polarity or self.polarity
-        out = np.zeros(imgs.valid.shape, np.float32)
-        for i in range(len(imgs)):
-            lum = imgs.X[i].mean(0)
-            s1 = self.size_m / 2.355 / float(imgs.gsd[i])  # FWHM = animal size
-            dog = ndimage.gaussian_filter(lum, s1) - ndimage.gaussian_filter(lum, 3 * s1)
-            r = {"bright": dog, "dark": -dog, "abs": np.abs(dog)}[pol]
-            out[i] = np.where(imgs.valid[i], np.maximum(r, 0), 0)
-        return out
+        return blob_response(imgs.X, imgs.valid, imgs.gsd, self.size_m, polarity or self.polarity)
 
     def fit(self, imgs: DetImages) -> BlobDetector:
         best = None
@@ -430,7 +437,7 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
     (out / "budgets.json").write_text(json.dumps({"train_images": train.rows.path.tolist(), "budgets": budgets}, indent=1) + "\n")
     teacher = models_dir(profile) / "teacher.safetensors"
     radius = cfg["radius_m"]
-    results, sat_results, curves, timings, histories, keep = {}, {}, {}, {}, {}, {}
+    results, sat_results, curves, timings, histories, keep, trained = {}, {}, {}, {}, {}, {}, {}
     for name in cfg["models"]:
         for budget, idx in budgets.items():
             sub = train.subset(idx)
@@ -464,9 +471,13 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
             timings[f"{name}/{budget}"] = {"train_s": round(train_s, 2), "test_inference_s": round(infer_s, 3),
                                            "test_images_per_s": round(len(test) / max(infer_s, 1e-9), 1)}
             keep[(name, budget)] = (heat, test_dets)
+            trained[(name, budget)] = det if name == "classical" else model
     best_model, best_budget = max(((mn, b) for mn in results for b in results[mn]),
                                   key=lambda k: results[k[0]][k[1]]["val"]["f1"])
     bm, bs = results[best_model][best_budget], sat_results[best_model][best_budget]
+    largest = max(cfg["budgets"], key=cfg["budgets"].get)
+    index = save_megafauna_models(profile, {k: trained[k] for k in {(best_model, best_budget), *((mn, largest) for mn in results)}},
+                                  results, seals, stats, cfg, default=(best_model, best_budget))
     heat, dets = keep[(best_model, best_budget)]
     sat_heat = heat(sat)
     np.savez_compressed(out / "examples.npz", test_images=test.X[:16], test_heat=heat(test.subset(range(min(16, len(test))))),
@@ -498,6 +509,7 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
             "note": "satellite-only and joint training need more labelled satellite chips than the 5 in the store "
                     "(12 certain whales): not run yet",
         },
+        "deployed": {"model": best_model, "budget": best_budget, "file": index["default"]},
         "throughput": timings,
         "classical_polarity": {b: histories[f"classical/{b}"]["polarity"] for b in budgets} if "classical" in results else {},
     }
@@ -506,6 +518,101 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
     return metrics
 
 
-__all__ = ["MODELS", "DetImages", "degrade", "load_seal_images", "load_beluga_images", "image_budgets", "heatmap_targets",
+def run_scene_check(profile: str, progress: bool = False) -> dict:
+    """Run the deployed detector on each WorldView-3 chip as ``vhrfm predict --task megafauna CHIP --sensor
+    worldview3`` does (PAN, normalised by the chip's own statistics), score the written points against the
+    labels, and add the result to ``metrics.json`` under ``"scene"``."""
+    from pathlib import Path
+
+    import geopandas as gpd
+
+    from vhrfm.apps.scene import adapt_to_scene, predict_points_scene
+    from vhrfm.apps.taskmodel import load_task_model
+
+    cfg = load_profile(profile)["megafauna"]
+    res = results_dir(profile)
+    out = res / "megafauna"
+    index = json.loads((models_dir(profile) / "megafauna" / "index.json").read_text())
+    model = load_task_model(models_dir(profile) / "megafauna" / f"{index['default']}.json", task="megafauna")
+    rows, total = [], np.zeros(3)
+    for it in get_source(BELUGA).items():
+        chip = data_dir() / it.path
+        folder = out / "scenes" / Path(it.path).stem
+        try:
+            adapted = adapt_to_scene(model, chip, sensor="worldview3")
+        except VHRFMInputError as exc:  # a U-Net knows only RGB: say so instead of guessing a band mapping
+            scene = {"model": index["default"], "not_applicable": str(exc)}
+            break
+        s = predict_points_scene(chip, adapted, folder, tile=256, progress=progress)
+        pts = gpd.read_file(folder / s["outputs"]["points"])
+        dets = np.stack([pts.row, pts["col"], pts.score], 1).astype(np.float32) if len(pts) else np.zeros((0, 3), np.float32)
+        labels = np.asarray(it.box_labels)
+        b = it.boxes
+        centres = np.stack([(b[:, 1] + b[:, 3]) / 2, (b[:, 0] + b[:, 2]) / 2], 1) if len(b) else np.zeros((0, 2))
+        sure = labels != "uncertain whale" if len(b) else np.zeros(0, bool)
+        flags = match_image(dets, centres[sure], centres[~sure], cfg["radius_m"] / s["gsd_m"])
+        tp, fp = int((flags == 1).sum()), int((flags == 0).sum())
+        total += (tp, fp, int(sure.sum()))
+        rows.append({"chip": it.path, "gsd_m": s["gsd_m"], "whales": int(sure.sum()), "detected": s["count"], "tp": tp,
+                     "fp": fp, "runtime_s": s["runtime_s"]})
+    else:
+        tp, fp, n = total
+        p_, r_ = (tp / (tp + fp) if tp + fp else 1.0), (tp / n if n else 0.0)
+        scene = {"model": index["default"], "chips": rows, "precision": p_, "recall": r_,
+                 "f1": 2 * p_ * r_ / (p_ + r_) if p_ + r_ else 0.0,
+                 "what": "vhrfm predict --task megafauna --sensor worldview3 on each chip (PAN normalised by the chip's "
+                         "own statistics); points matched to certain whales, uncertain ones ignored"}
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["scene"] = scene
+    metrics_path.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    return scene
+
+
+def model_tag(model_name: str, budget: str) -> str:
+    return f"megafauna_{model_name}_{budget.replace('%', 'pct')}"
+
+
+def save_megafauna_models(profile: str, models: dict, results: dict, seals: DetImages, stats: dict, cfg: dict,
+                          default: tuple[str, str]) -> dict:
+    """Each (model, budget) as a task model under models/megafauna/ (card + weights), and index.json."""
+    from vhrfm.apps.taskmodel import save_task_model
+    from vhrfm.data.sources import SOURCES
+
+    out = models_dir(profile) / "megafauna"
+    out.mkdir(parents=True, exist_ok=True)
+    norm = stats[stats_key(SEALS, "rgb")]
+    for (name, budget), model in models.items():
+        r = results[name][budget]
+        kind = {"classical": "classical", "unet_scratch": "unet"}.get(name, "segmenter")
+        card = {
+            "task": "megafauna", "name": model_tag(name, budget), "model": name, "kind": kind, "budget": budget,
+            "positive_class": "animal", "output": "points",
+            "bands": ["red", "green", "blue"], "wavelengths": [float(v) for v in seals.wavelengths],
+            "widths": [float(v) for v in seals.widths], "gsd_m": float(seals.gsd[0]), "sensor": seals.sensor,
+            "tile_size": 256, "norm": {"key": stats_key(SEALS, "rgb"), "mean": [float(v) for v in norm["mean"]],
+                                       "std": [float(v) for v in norm["std"]]},
+            "threshold": r["threshold"], "threshold_chosen_on": "validation (degraded seals)",
+            "decoder": {"type": "heatmap_peaks", "min_score": 0.05, "peak_window_px": 3, "radius_m": cfg["radius_m"],
+                        "sigma_m": cfg["sigma_m"]},
+            "test": {k: r[k] for k in ("precision", "recall", "f1", "ap")},
+            "training": {k: cfg[k] for k in ("steps", "batch_size", "lr", "encoder_lr_scale", "degrade")},
+            "data": [{"source": SEALS, "licence": SOURCES[SEALS].licence, "attribution": SOURCES[SEALS].attribution,
+                      "note": f"drone photographs degraded x{cfg['degrade']} by area averaging to satellite GSD"}],
+            "profile": profile, "command": f"dvc repro megafauna@{profile}",
+            "limits": "trained on degraded drone photographs of seals on land; satellite whales are out of distribution",
+        }
+        if kind == "segmenter":
+            enc = model.encoder.card
+            card["encoder"] = {"arch": enc["arch"], "arch_kwargs": enc.get("arch_kwargs", {}), "pretrained": "teacher",
+                               "frozen": model.frozen}
+            card["head_width"] = model.head.out.in_channels
+        save_task_model(out / card["name"], model, card)
+    index = {"default": model_tag(*default), "models": sorted(model_tag(*k) for k in models)}
+    (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+    return index
+
+
+__all__ = ["run_scene_check", "model_tag", "save_megafauna_models", "blob_response", "MODELS", "DetImages", "degrade", "load_seal_images", "load_beluga_images", "image_budgets", "heatmap_targets",
            "focal_heatmap_loss", "find_peaks", "match_image", "score_detections", "pr_curve", "average_precision",
            "choose_threshold", "det_metrics", "BlobDetector", "decode", "train_detector", "predict_heat", "run_megafauna"]

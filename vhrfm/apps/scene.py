@@ -183,6 +183,56 @@ def _write_map(html: Path, png: Path, scene: Path, prob: Path, gdf, wavelengths,
     m.save(str(html))
 
 
+def iter_batches(src, grid, tile: int, batch_size: int):
+    """(tiles, raw (B, C, tile, tile) float32, valid (B, tile, tile)) for consecutive batches of ``grid``."""
+    for b0 in range(0, len(grid), batch_size):
+        batch = grid[b0:b0 + batch_size]
+        reads = [read_window(src, t.window, out_size=tile) for t in batch]
+        yield batch, np.stack([r[0] for r in reads]).astype(np.float32), np.stack([r[1] for r in reads])
+
+
+def scene_statistics(src, max_side: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std of a scene's valid pixels from a decimated read (memory bounded by ``max_side``)."""
+    scale = max(1.0, max(src.height, src.width) / max_side)
+    shape = (src.count, max(1, int(src.height / scale)), max(1, int(src.width / scale)))
+    data = src.read(out_shape=shape).astype(np.float64)
+    valid = np.ones(shape[1:], bool)
+    if src.nodata is not None:
+        valid &= ~np.all(data == src.nodata, axis=0)
+    valid &= np.all(np.isfinite(data), axis=0)
+    if not valid.any():
+        raise VHRFMInputError("scene holds only nodata", path=src.name)
+    v = data[:, valid]
+    return v.mean(1), np.maximum(v.std(1), 1e-6)
+
+
+def adapt_to_scene(model: TaskModel, scene: str | Path, sensor: str | None = None, bands=None) -> TaskModel:
+    """The model for this scene's band set: unchanged when no sensor is named (the scene must then have the
+    model's bands, in order); otherwise the named sensor's bands, normalised by the scene's own statistics."""
+    if sensor is None and not bands:
+        return model
+    from vhrfm.sensors import get_sensor
+
+    s = get_sensor(sensor) if sensor else None
+    if s is None:
+        raise VHRFMInputError("--bands needs --sensor (band names are looked up in its registry entry)", found=bands)
+    with open_raster(scene) as src:
+        count = src.count
+        if bands:
+            names = [b.strip() for b in (bands.split(",") if isinstance(bands, str) else bands)]
+        elif count == 1 and "pan" in s.band_names("pan"):
+            names = ["pan"]
+        elif count == len(s.band_names("ms")):
+            names = s.band_names("ms")
+        else:
+            raise VHRFMInputError(f"cannot tell which {s.id} bands the scene holds: name them with --bands",
+                                  expected=f"1 (pan) or {len(s.band_names('ms'))} (ms {s.band_names('ms')})", found=count,
+                                  path=scene)
+        s.check_band_count(count, names)
+        mean, std = scene_statistics(src)
+    return model.for_bands(names, s.wavelengths(names), s.widths(names), mean, std)
+
+
 def predict_array(model: TaskModel, image: np.ndarray, gsd: float, *, tile: int | None = None, overlap: int = 32,
                   batch_size: int = 8, progress: bool = False) -> np.ndarray:
     """Probabilities for an in-memory image (C, H, W) of raw band values, with the same windows and stitching
@@ -246,12 +296,8 @@ def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, t
                                  nodata=MASK_NODATA, tags=tags, band_descriptions=["mask"]) as mw:
                 ps, ms = Stitcher(H, W, 1, sink=pw), Stitcher(H, W, 1, sink=mw)
                 bar = tqdm(total=len(grid), desc=f"predict {scene.name}", unit="tile", disable=not progress)
-                for b0 in range(0, len(grid), batch_size):
-                    batch = grid[b0:b0 + batch_size]
-                    t0 = time.perf_counter()
-                    reads = [read_window(src, t.window, out_size=tile) for t in batch]
-                    raw = np.stack([r[0] for r in reads]).astype(np.float32)
-                    valid = np.stack([r[1] for r in reads])
+                t0 = time.perf_counter()
+                for b0, (batch, raw, valid) in zip(range(0, len(grid), batch_size), iter_batches(src, grid, tile, batch_size)):
                     t1 = time.perf_counter()
                     prob = model.probs(raw, gsd=gsd, valid=valid)
                     t2 = time.perf_counter()
@@ -269,7 +315,8 @@ def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, t
                         area_m2 += float((pos.sum(1) * areas).sum())
                     timing["read_s"] += t1 - t0
                     timing["model_s"] += t2 - t1
-                    timing["write_s"] += time.perf_counter() - t2
+                    t0 = time.perf_counter()
+                    timing["write_s"] += t0 - t2
                     bar.update(len(batch))
                     if fail_after_tiles is not None and b0 + len(batch) >= fail_after_tiles:
                         raise RuntimeError(f"failing on purpose after {fail_after_tiles} tiles (test hook)")
@@ -325,4 +372,187 @@ def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, t
     return summary
 
 
-__all__ = ["predict_scene", "predict_array", "pixel_size_m", "row_pixel_areas_m2", "peak_rss_mb"]
+def nms_points(points: np.ndarray, radius_px: float) -> np.ndarray:
+    """Greedy non-maximum suppression of (k, 3) rows (row, col, score): highest score first, neighbours within
+    ``radius_px`` of a kept point dropped (one animal seen by two overlapping windows counts once)."""
+    if len(points) < 2:
+        return points
+    from scipy.spatial import cKDTree
+
+    order = np.argsort(-points[:, 2], kind="stable")
+    pts = points[order]
+    tree = cKDTree(pts[:, :2])
+    alive = np.ones(len(pts), bool)
+    for i in range(len(pts)):
+        if alive[i]:
+            for j in tree.query_ball_point(pts[i, :2], radius_px):
+                if j > i:
+                    alive[j] = False
+    return pts[alive]
+
+
+def _points_preview(png: Path, scene: Path, pts: np.ndarray, wavelengths, title: str, max_side: int = 1024):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with rasterio.open(scene) as src:
+        scale = max(1.0, max(src.height, src.width) / max_side)
+        img = src.read(out_shape=(src.count, max(1, int(src.height / scale)), max(1, int(src.width / scale))))
+    fig, ax = plt.subplots(figsize=(7, 7 * img.shape[1] / max(img.shape[2], 1) + 0.5))
+    ax.imshow(_rgb(img, wavelengths) if img.shape[0] >= 3 else img[0], cmap="gray")
+    if len(pts):
+        ax.scatter((pts[:, 1] + 0.5) / scale - 0.5, (pts[:, 0] + 0.5) / scale - 0.5, s=60, facecolors="none",
+                   edgecolors="cyan", linewidths=1.0)
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def predict_points_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, tile: int = 256, overlap: int = 32,
+                         batch_size: int = 8, threshold: float | None = None, gsd: float | None = None,
+                         write_map: bool = True, progress: bool = True, fail_after_tiles: int | None = None) -> dict:
+    """Detect animals as points over a whole scene: heat-map per window, peaks kept in each window's core,
+    duplicates across window borders suppressed within the matching radius; GeoJSON points with scores,
+    a count summary, a preview and (georeferenced scenes) a folium map. Nothing partial is left on error.
+
+    A scene without CRS is accepted (photographs, chips in sensor geometry) when ``gsd`` is given: points
+    are then in pixel coordinates (x = column, y = row, pixel centres) and the summary says so.
+    """
+    t_start = time.perf_counter()
+    scene, out_dir = Path(scene), Path(out_dir)
+    _check_out_dir(out_dir)
+    dec = model.card.get("decoder", {})
+    radius_m, min_score = float(dec.get("radius_m", 1.5)), float(dec.get("min_score", 0.05))
+    thr = float(model.threshold if threshold is None else threshold)
+    if not 0.0 <= thr <= 1.0:
+        raise VHRFMInputError("threshold must be a probability", expected="0..1", found=thr)
+    stem = scene.stem
+    notes = []
+    with open_raster(scene, expected_bands=model.n_bands) as src:
+        if src.crs is not None:
+            gsd_m = pixel_size_m(src)
+        elif gsd is None:
+            raise VHRFMInputError("raster has no CRS, so its GSD is unknown: give it (--gsd, metres per pixel)",
+                                  expected="a georeferenced raster, or --gsd", found="no CRS", path=scene)
+        else:
+            gsd_m = float(gsd)
+            notes.append("no CRS: points are in pixel coordinates (x = column, y = row), not on the ground; no map")
+        H, W = src.height, src.width
+        grid = tile_grid(H, W, tile, min(overlap, tile - 1))
+        created = not out_dir.exists()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".vhrfm-partial-", dir=out_dir))
+        ok = False
+        try:
+            from vhrfm.apps.megafauna import find_peaks
+
+            found = []
+            bar = tqdm(total=len(grid), desc=f"detect {scene.name}", unit="tile", disable=not progress)
+            for b0, (batch, raw, valid) in zip(range(0, len(grid), batch_size), iter_batches(src, grid, tile, batch_size)):
+                heat = model.probs(raw, gsd=gsd_m, valid=valid)
+                for t, hm, v in zip(batch, heat, valid):
+                    h, w = int(t.window.height), int(t.window.width)
+                    pk = find_peaks(hm[:h, :w], v[:h, :w], min_score)
+                    rs, cs = t.core_in_tile()
+                    inside = (pk[:, 0] >= rs.start) & (pk[:, 0] < rs.stop) & (pk[:, 1] >= cs.start) & (pk[:, 1] < cs.stop)
+                    pk = pk[inside]
+                    pk[:, 0] += t.window.row_off
+                    pk[:, 1] += t.window.col_off
+                    found.append(pk)
+                bar.update(len(batch))
+                if fail_after_tiles is not None and b0 + len(batch) >= fail_after_tiles:
+                    raise RuntimeError(f"failing on purpose after {fail_after_tiles} tiles (test hook)")
+            bar.close()
+            allpk = nms_points(np.concatenate(found) if found else np.zeros((0, 3), np.float32), radius_m / gsd_m)
+            det = allpk[allpk[:, 2] >= thr]
+            import geopandas as gpd
+            from shapely.geometry import Point
+
+            label = model.card.get("positive_class", "animal")
+            if src.crs is not None:
+                xs, ys = rasterio.transform.xy(src.transform, det[:, 0], det[:, 1], offset="center") if len(det) else ([], [])
+                gdf = gpd.GeoDataFrame({"id": np.arange(1, len(det) + 1), "score": np.round(det[:, 2], 4), "class": label,
+                                        "row": det[:, 0].astype(int), "col": det[:, 1].astype(int)},
+                                       geometry=[Point(x, y) for x, y in zip(np.atleast_1d(xs), np.atleast_1d(ys))],
+                                       crs=src.crs).to_crs("EPSG:4326")
+            else:
+                gdf = gpd.GeoDataFrame({"id": np.arange(1, len(det) + 1), "score": np.round(det[:, 2], 4), "class": label,
+                                        "row": det[:, 0].astype(int), "col": det[:, 1].astype(int)},
+                                       geometry=[Point(c + 0.5, r + 0.5) for r, c in det[:, :2]])
+            from vhrfm.data.io import write_geojson
+
+            # without a CRS the file name says the coordinates are pixels (GeoJSON readers would assume lon/lat)
+            points_name = f"{stem}_points.geojson" if src.crs is not None else f"{stem}_points_pixels.geojson"
+            write_geojson(stage / points_name, gdf)
+            title = f"{model.card.get('task', '')}: {scene.name}: {len(det)} detections ({model.card.get('name', '')}, " \
+                    f"threshold {thr:.2f})"
+            if write_map:
+                _points_preview(stage / f"{stem}_preview.png", scene, det, model.card["wavelengths"], title)
+                if src.crs is not None:
+                    _write_points_map(stage / f"{stem}_map.html", scene, gdf, model.card["wavelengths"])
+            train_gsd = float(model.card["gsd_m"])
+            if not 0.5 <= gsd_m / train_gsd <= 2.0:
+                notes.append(f"scene GSD {gsd_m:.2f} m is far from the training GSD {train_gsd:.2f} m: out of the "
+                             "training distribution, check the detections before use")
+            if model.card.get("trained_bands") and model.card["trained_bands"] != model.card["bands"]:
+                notes.append(f"bands {model.card['bands']} differ from the training bands {model.card['trained_bands']} "
+                             "(normalised by the scene's statistics): out of the training distribution")
+            total = time.perf_counter() - t_start
+            summary = {
+                "scene": str(scene), "task": model.card.get("task"), "model": model.card.get("name"),
+                "model_kind": model.card.get("kind"), "threshold": thr, "radius_m": radius_m,
+                "width": W, "height": H, "bands": model.card["bands"], "crs": src.crs.to_string() if src.crs else None,
+                "gsd_m": round(gsd_m, 4), "tile": tile, "overlap": int(overlap), "tiles": len(grid),
+                "count": int(len(det)), "candidates_above_min_score": int(len(allpk)),
+                "area_km2": round(H * W * gsd_m * gsd_m / 1e6, 6),
+                "runtime_s": round(total, 6), "mpx_per_s": round(H * W / 1e6 / total, 3),
+                "peak_rss_mb": round(peak_rss_mb(), 1), "notes": notes,
+                "outputs": {"points": points_name, "summary": f"{stem}_summary.json"},
+            }
+            if write_map:
+                summary["outputs"]["preview"] = f"{stem}_preview.png"
+                if src.crs is not None:
+                    summary["outputs"]["map"] = f"{stem}_map.html"
+            (stage / f"{stem}_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+            for f in stage.iterdir():
+                os.replace(f, out_dir / f.name)
+            ok = True
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+            if not ok and created and not any(out_dir.iterdir()):
+                out_dir.rmdir()
+    return summary
+
+
+def _write_points_map(html: Path, scene: Path, gdf, wavelengths, max_side: int = 1024):
+    import base64
+    import io
+
+    import folium
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img, bounds = _quicklook(scene, max_side)
+    buf = io.BytesIO()
+    plt.imsave(buf, _rgb(img, wavelengths) if img.shape[0] >= 3 else img[0], format="png", cmap="gray")
+    m = folium.Map(tiles=None, control_scale=True, max_zoom=22)
+    folium.TileLayer("OpenStreetMap", name="OpenStreetMap (needs internet to show tiles)").add_to(m)
+    folium.raster_layers.ImageOverlay("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
+                                      bounds=[[bounds[1], bounds[0]], [bounds[3], bounds[2]]], name="scene").add_to(m)
+    layer = folium.FeatureGroup(name="detections").add_to(m)
+    for _, r in gdf.iterrows():
+        folium.CircleMarker([r.geometry.y, r.geometry.x], radius=6, color="#00e5ff", fill=False,
+                            tooltip=f"#{r['id']} {r['class']} score {r['score']:.2f}").add_to(layer)
+    m.fit_bounds([[bounds[1], bounds[0]], [bounds[3], bounds[2]]])
+    folium.LayerControl().add_to(m)
+    m.save(str(html))
+
+
+__all__ = ["predict_scene", "predict_points_scene", "nms_points", "adapt_to_scene", "scene_statistics", "iter_batches",
+           "predict_array", "pixel_size_m", "row_pixel_areas_m2", "peak_rss_mb"]

@@ -42,8 +42,11 @@ def save_task_model(path: str | Path, model, card: dict) -> Path:
         if key not in card:
             raise ValueError(f"task-model card lacks {key!r}")
     card = {**card, "card_version": CARD_VERSION}
-    if kind == "classical":
-        card["classical"] = {"index": model.name, "range": [float(v) for v in model.range]}
+    if kind == "classical" and hasattr(model, "polarity"):  # megafauna blob detector
+        card["classical"] = {"type": "blob", "polarity": model.polarity, "scale": float(model.scale),
+                             "size_m": float(model.size_m)}
+    elif kind == "classical":  # spectral index threshold
+        card["classical"] = {"type": "spectral_index", "index": model.name, "range": [float(v) for v in model.range]}
     else:
         final, tmp = atomic_path(weights_path(path))
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -81,6 +84,24 @@ class TaskModel:
             raise VHRFMInputError("band count does not match the model", expected=f"{self.n_bands} bands {self.card['bands']}",
                                   found=raw.shape[1] if raw.ndim == 4 else raw.shape)
 
+    def for_bands(self, bands, wavelengths, widths, mean, std) -> TaskModel:
+        """The same model on another band set (another sensor), normalised by the given statistics.
+
+        Only models whose input is band-agnostic accept this: the any-band encoder with a head, and the
+        band-mean blob detector. A U-Net or a spectral-index rule knows only its training bands.
+        """
+        c = self.card.get("classical", {})
+        if self.card["kind"] == "unet" or (self.card["kind"] == "classical" and c.get("type") != "blob"):
+            raise VHRFMInputError("this model accepts only its training bands", expected=f"{self.n_bands} bands "
+                                  f"{self.card['bands']}", found=f"{len(bands)} bands {list(bands)}")
+        if not len(bands) == len(wavelengths) == len(widths) == len(mean) == len(std):
+            raise ValueError("bands, wavelengths, widths, mean and std must have one entry per band")
+        card = {**self.card, "bands": [str(b) for b in bands], "wavelengths": [float(v) for v in wavelengths],
+                "widths": [float(v) for v in widths], "norm": {"key": "scene", "mean": [float(v) for v in mean],
+                                                               "std": [float(v) for v in std]},
+                "trained_bands": self.card.get("trained_bands", self.card["bands"])}
+        return TaskModel(card, self.net, self.classical)
+
     @torch.no_grad()
     def probs(self, raw: np.ndarray, gsd: float | None = None, valid: np.ndarray | None = None) -> np.ndarray:
         """Probabilities of the positive class; invalid pixels (``valid`` False) are zeroed before the model."""
@@ -88,13 +109,18 @@ class TaskModel:
         x = self.normalise(raw)
         if valid is not None:
             x[~np.broadcast_to(valid[:, None], x.shape)] = 0.0
+        gsd = float(self.card["gsd_m"] if gsd is None else gsd)
         if self.net is None:
-            from vhrfm.apps.wildfire import spectral_indices, _scale01
-
             c = self.card["classical"]
+            if c.get("type") == "blob":
+                from vhrfm.apps.megafauna import BlobDetector, blob_response
+
+                v = np.ones((len(x), *x.shape[-2:]), bool) if valid is None else valid
+                return BlobDetector._squash(blob_response(x, v, gsd, c["size_m"], c["polarity"]), c["scale"])
+            from vhrfm.apps.wildfire import _scale01, spectral_indices
+
             score = spectral_indices(raw.astype(np.float32), self.card["wavelengths"])[c["index"]]
             return _scale01(score, *c["range"])
-        gsd = float(self.card["gsd_m"] if gsd is None else gsd)
         wl = torch.tensor(self.card["wavelengths"], dtype=torch.float32)
         wd = torch.tensor(self.card["widths"], dtype=torch.float32)
         logits = self.net(torch.from_numpy(x), wl, torch.full((len(x),), gsd), wd)[:, 0]
