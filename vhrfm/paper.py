@@ -18,7 +18,7 @@ from markdown_it import MarkdownIt
 
 from vhrfm.config import project_root, results_dir
 
-CHAPTERS = ("data", "pretraining", "distillation", "wildfire", "megafauna")
+CHAPTERS = ("data", "pretraining", "distillation", "multisensor", "wildfire", "megafauna")
 
 # result-like literals: decimals, percentages, and integers of 3+ digits that are not years
 LITERAL_NUMBER = re.compile(r"(?<![\w.#-])(?:\d+[.,]\d+|\d+\s*%|(?!(?:19|20)\d\d(?!\d))\d{3,})(?![\w])")

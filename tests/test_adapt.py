@@ -1,0 +1,87 @@
+"""Multi-sensor: spectral-response mixing, MTF, simulation, histogram matching, AdaBN, the cross-sensor matrix."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vhrfm.adapt.crosssensor import Domain, adabn, cross_sensor_matrix, hist_match, summarise
+from vhrfm.adapt.simulate import mtf_sigma, sensor_target, simulate, srf_weights
+from vhrfm.errors import VHRFMInputError
+from vhrfm.models import create_encoder
+
+RGB_WL, RGB_WD = [660.0, 545.0, 480.0], [60.0, 70.0, 60.0]
+
+
+def test_srf_weights_identity_mixing_and_impossible_bands():
+    np.testing.assert_allclose(srf_weights(RGB_WL, RGB_WD, RGB_WL, RGB_WD).diagonal(), 1.0, atol=0.05)
+    pan = sensor_target("worldview3", ("pan",))
+    w = srf_weights(RGB_WL, RGB_WD, pan["wavelengths"], pan["widths"])
+    assert w.shape == (1, 3) and (w > 0.1).all() and w.sum() == pytest.approx(1.0)
+    swir = sensor_target("worldview3", ("swir1",))
+    with pytest.raises(VHRFMInputError, match="cannot be simulated"):
+        srf_weights(RGB_WL, RGB_WD, swir["wavelengths"], swir["widths"])
+
+
+def test_mtf_sigma_gives_the_requested_mtf_at_nyquist():
+    s = mtf_sigma(0.3)
+    assert math.exp(-2 * math.pi**2 * s * s * 0.25) == pytest.approx(0.3)
+
+
+def test_simulate_gsd_gain_bits_and_errors():
+    img = np.full((3, 64, 64), 100.0)
+    out = simulate(img, RGB_WL, RGB_WD, 1.0, RGB_WL, RGB_WD, 2.0, gain=8.0, snr=None, bit_depth=11)
+    assert out.shape == (3, 32, 32) and np.allclose(out, 800.0)
+    clipped = simulate(img * 10, RGB_WL, RGB_WD, 1.0, RGB_WL, RGB_WD, 1.0, gain=8.0, snr=None, bit_depth=11)
+    assert clipped.max() == 2047
+    noisy = simulate(img, RGB_WL, RGB_WD, 1.0, RGB_WL, RGB_WD, 1.0, snr=50.0, rng=np.random.default_rng(0))
+    assert abs(noisy.std() - 2.0) < 0.2  # mean / SNR
+    with pytest.raises(VHRFMInputError, match="finer GSD"):
+        simulate(img, RGB_WL, RGB_WD, 1.0, RGB_WL, RGB_WD, 0.5)
+
+
+def _domain(name, raw, y, split, wl=RGB_WL, wd=RGB_WD, gsd=1.0):
+    return Domain(name, raw, wl, wd, gsd, y, split, True)
+
+
+def test_hist_match_maps_onto_the_source_distribution():
+    rng = np.random.default_rng(0)
+    split = np.array(["train"] * 20)
+    src = _domain("a", rng.normal(100, 10, (20, 3, 8, 8)), np.zeros(20, int), split)
+    tgt = _domain("b", rng.normal(900, 80, (20, 3, 8, 8)), np.zeros(20, int), split)
+    m = hist_match(tgt, src)
+    assert abs(m.mean() - 100) < 2 and abs(m.std() - 10) < 1.5
+
+
+def test_adabn_changes_statistics_not_weights():
+    torch.manual_seed(0)
+    enc = create_encoder("mobilenetv3_small_anyband").eval()
+    dom = _domain("b", np.zeros((4, 3, 32, 32)), np.zeros(4, int), np.array(["train"] * 4))
+    x = np.random.default_rng(0).normal(5, 3, (8, 3, 32, 32)).astype(np.float32)
+    new = adabn(enc, x, dom)
+    bn_old = [m for m in enc.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    bn_new = [m for m in new.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    assert not torch.allclose(bn_old.running_mean, bn_new.running_mean)
+    torch.testing.assert_close(bn_old.weight, bn_new.weight)
+    assert not new.training
+
+
+def test_matrix_and_summary_on_separable_synthetic_domains():
+    rng = np.random.default_rng(0)
+    n = 60
+    y = np.tile([0, 1], n // 2)
+    split = np.array(["train"] * 30 + ["val"] * 10 + ["test"] * 20)
+    base = rng.normal(100, 5, (n, 3, 32, 32))
+    base[y == 1, :, 8:24, 8:24] += 60  # a bright square: the "object"
+    a = _domain("a", base, y, split)
+    b = _domain("b", base * 8.0, y, split)  # same scene in another DN scale
+    torch.manual_seed(0)
+    enc = create_encoder("mobilenetv3_small_anyband")
+    m = cross_sensor_matrix(enc, [a, b], ("naive", "own_norm"), progress=False)
+    assert m["own_norm"]["a->a"] == m["naive"]["a->a"]  # the diagonal is the same by construction
+    s = summarise(m, ["a", "b"], adapted="own_norm")
+    drop_naive = np.mean([s["in_domain"]["b"] - m["naive"]["a->b"], s["in_domain"]["a"] - m["naive"]["b->a"]])
+    assert s["mean_drop_naive"] == pytest.approx(drop_naive)
+    if drop_naive > 0:
+        assert s["gap_reduction"] == pytest.approx(1 - s["mean_drop_adapted"] / drop_naive)

@@ -1,0 +1,168 @@
+"""Cross-sensor evaluation: a frozen encoder with a linear probe trained on one sensor's imagery and tested
+on another's, over every pair of domains; adaptation methods compared with the naive transfer on the
+same matrix.
+
+Domains here are **simulated** from the real Pleiades aircraft patches (chapter 1's probe task) with
+:mod:`vhrfm.adapt.simulate`: other sensors' RGB or PAN bands, GSDs, MTF, noise and digital-number
+scales. The data store holds no labelled task observed by two real sensors, so there is no real-pair
+matrix yet; every number of this module is on simulated domains and says so.
+
+Methods (each a way to feed target-domain pixels to the frozen encoder; the probe is never retrained):
+``naive`` (the source's normalisation statistics), ``hist_match`` (target bands histogram-matched to the
+source's, then the source's statistics), ``own_norm`` (the target's own per-band statistics from its
+unlabeled training patches), ``own_norm_adabn`` (own statistics + AdaBN: the encoder's batch-norm
+statistics re-estimated on the target's unlabeled patches).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from sklearn.metrics import f1_score
+from tqdm.auto import tqdm
+
+from vhrfm.adapt.simulate import sensor_target, simulate
+from vhrfm.ssl.probe import ProbeTask, linear_probe
+
+METHODS = ("naive", "hist_match", "own_norm", "own_norm_adabn")
+
+
+class Domain:
+    """Raw (un-normalised) patches of one domain with their band metadata; train / val / test as in the task."""
+
+    def __init__(self, name: str, raw: np.ndarray, wavelengths, widths, gsd: float, y, split, simulated: bool):
+        self.name, self.raw, self.gsd, self.y, self.split, self.simulated = name, raw.astype(np.float32), float(gsd), y, split, simulated
+        self.wavelengths = np.asarray(wavelengths, np.float32)
+        self.widths = np.asarray(widths, np.float32)
+
+    def stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-band mean and std over the unlabeled training patches."""
+        tr = self.raw[self.split == "train"]
+        return tr.mean((0, 2, 3)), np.maximum(tr.std((0, 2, 3)), 1e-6)
+
+    def quantiles(self, q) -> np.ndarray:
+        """(C, len(q)) quantiles per band over the unlabeled training patches."""
+        flat = self.raw[self.split == "train"].transpose(1, 0, 2, 3).reshape(self.raw.shape[1], -1)
+        return np.quantile(flat, q, axis=1).T
+
+
+def source_domain(task: ProbeTask, mean, std) -> Domain:
+    """The real task's patches, back to raw values."""
+    raw = task.X * np.asarray(std, np.float32)[None, :, None, None] + np.asarray(mean, np.float32)[None, :, None, None]
+    return Domain(f"{task.sensor} (real)", raw, task.wavelengths, task.widths, task.gsd, task.y, task.split, False)
+
+
+def simulate_domain(src: Domain, spec: dict, seed: int = 0, mtf_nyquist: float = 0.3, snr: float = 100.0,
+                    dn_scale: bool = True) -> Domain:
+    """``src`` as seen by ``spec`` = {name, sensor, bands, gsd}. ``dn_scale``: the product's digital numbers are
+    2^(bit depth - 8) times the 8-bit source's (counts); otherwise the same scale (calibrated products)."""
+    t = sensor_target(spec["sensor"], tuple(spec["bands"]))
+    rng = np.random.default_rng(seed)
+    gain = 2.0 ** (t["bit_depth"] - 8) if dn_scale else 1.0
+    out = [simulate(x, src.wavelengths, src.widths, src.gsd, t["wavelengths"], t["widths"], spec["gsd"],
+                    mtf_nyquist=mtf_nyquist, gain=gain, snr=snr, bit_depth=t["bit_depth"] if dn_scale else None, rng=rng)
+           for x in src.raw]
+    return Domain(spec["name"], np.stack(out), t["wavelengths"], t["widths"], spec["gsd"], src.y, src.split, True)
+
+
+def hist_match(target: Domain, source: Domain, n_q: int = 101) -> np.ndarray:
+    """Target raw values mapped band by band onto the source's distribution (quantile mapping; single-band
+    targets are matched to the mean of the source bands)."""
+    q = np.linspace(0, 1, n_q)
+    tq = target.quantiles(q)
+    sq = source.quantiles(q)
+    if target.raw.shape[1] != source.raw.shape[1]:
+        sq = np.repeat(sq.mean(0, keepdims=True), target.raw.shape[1], 0)
+    out = np.empty_like(target.raw)
+    for b in range(target.raw.shape[1]):
+        out[:, b] = np.interp(target.raw[:, b], tq[b], sq[b])
+    return out
+
+
+@torch.no_grad()
+def features(encoder, x: np.ndarray, dom: Domain, batch: int = 128) -> np.ndarray:
+    encoder.eval()
+    out = []
+    for i in range(0, len(x), batch):
+        xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))
+        out.append(encoder(xb, dom.wavelengths, torch.full((len(xb),), dom.gsd), dom.widths).float().numpy())
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def adabn(encoder, x: np.ndarray, dom: Domain, batch: int = 64):
+    """A copy of ``encoder`` whose batch-norm running statistics are re-estimated on ``x`` (cumulative average)."""
+    enc = copy.deepcopy(encoder)
+    bns = [m for m in enc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return enc.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    enc.train()
+    for i in range(0, len(x), batch):
+        xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))
+        enc(xb, dom.wavelengths, torch.full((len(xb),), dom.gsd), dom.widths)
+    return enc.eval()
+
+
+def normalised(raw: np.ndarray, mean, std) -> np.ndarray:
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    if mean.size != raw.shape[1]:  # a source with more bands than the target (e.g. RGB -> PAN): use their average
+        mean, std = np.full(raw.shape[1], mean.mean(), np.float32), np.full(raw.shape[1], std.mean(), np.float32)
+    return ((raw - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
+
+
+def domain_inputs(encoder, target: Domain, source: Domain, method: str):
+    """(encoder to use, normalised target patches) for one method."""
+    if method == "naive":
+        return encoder, normalised(target.raw, *source.stats())
+    if method == "hist_match":
+        return encoder, normalised(hist_match(target, source), *source.stats())
+    x = normalised(target.raw, *target.stats())
+    if method == "own_norm":
+        return encoder, x
+    if method == "own_norm_adabn":
+        return adabn(encoder, x[target.split == "train"], target), x
+    raise ValueError(f"unknown method {method!r}")
+
+
+def cross_sensor_matrix(encoder, domains: list[Domain], methods=METHODS, seed: int = 0, progress: bool = True) -> dict:
+    """F1 (positive class, test split) for every (train domain -> test domain, method); the probe of each
+    train domain is fitted once on its own normalised features (C chosen on its val split)."""
+    probes = {}
+    for a in domains:
+        f = features(encoder, normalised(a.raw, *a.stats()), a)
+        tr, va = a.split == "train", a.split == "val"
+        probes[a.name] = linear_probe(f[tr], a.y[tr], f[va], a.y[va], seed)
+    out = {m: {} for m in methods}
+    jobs = [(a, b, m) for a in domains for b in domains for m in methods]
+    cache = {}
+    for a, b, m in tqdm(jobs, desc="cross-sensor", disable=not progress):
+        key = (a.name, b.name, m) if m in ("naive", "hist_match") else (b.name, m)
+        if key not in cache:
+            enc, x = domain_inputs(encoder, b, a, m)
+            cache[key] = features(enc, x, b)
+        f = cache[key]
+        te = b.split == "test"
+        scaler, clf, _ = probes[a.name]
+        pred = clf.predict(scaler.transform(f[te]))
+        out[m][f"{a.name}->{b.name}"] = float(f1_score(b.y[te], pred))
+    return out
+
+
+def summarise(matrix: dict, domains: list[str], adapted: str, naive: str = "naive") -> dict:
+    """In-domain F1 (the diagonal: each domain's probe on its own test split), every method's mean drop off the
+    diagonal, and the gap reduction of the ``adapted`` method named beforehand (never picked on these numbers)."""
+    in_domain = {d: matrix["own_norm"][f"{d}->{d}"] for d in domains}
+    pairs = [(a, b) for a in domains for b in domains if a != b]
+    drops = {m: float(np.mean([in_domain[b] - matrix[m][f"{a}->{b}"] for a, b in pairs])) for m in matrix}
+    return {"in_domain": in_domain, "mean_drop": drops, "adapted_method": adapted,
+            "mean_drop_naive": drops[naive], "mean_drop_adapted": drops[adapted],
+            "gap_reduction": 1 - drops[adapted] / drops[naive] if drops[naive] > 0 else 0.0}
+
+
+__all__ = ["METHODS", "Domain", "source_domain", "simulate_domain", "hist_match", "features", "adabn", "normalised",
+           "domain_inputs", "cross_sensor_matrix", "summarise"]
