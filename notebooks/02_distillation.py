@@ -31,8 +31,6 @@
 profile = "cpu"
 
 # %%
-import json
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

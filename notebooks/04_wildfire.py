@@ -21,7 +21,7 @@
 # module is sensor-agnostic (a VHR raster with a mask plugs in unchanged; a test proves it on a
 # synthetic VHR scene), but every number below is at 10 m, not VHR. No pre-fire image of the same
 # ground is in the store, so only post-fire input is evaluated (the classical change index exists for
-when one is).
+# when one is).
 #
 # **Protocol.** Tiles from the stored spatially disjoint split; nested label budgets of 1, 5, 10 and
 # 100 % of the training tiles (seeded, stored in `budgets.json`); every model's operating threshold is

@@ -89,3 +89,19 @@ class SMPUNet(nn.Module):
         ph, pw = (-h) % 32, (-w) % 32
         y = self.net(F.pad(x, (0, pw, 0, ph), mode="reflect") if ph or pw else x)
         return y[..., :h, :w]
+
+
+DENSE_MODELS = ("unet_scratch", "teacher_frozen", "teacher_finetuned")
+
+
+def build_dense_model(name: str, n_bands: int, teacher_path, seed: int) -> nn.Module:
+    """The learned dense models of the applications, seeded: a U-Net from scratch, or the pretrained encoder
+    at ``teacher_path`` with a dense head, frozen or fine-tuned."""
+    from vhrfm.checkpoint import load_encoder
+
+    torch.manual_seed(seed)
+    if name == "unet_scratch":
+        return SMPUNet(in_channels=n_bands)
+    if name in ("teacher_frozen", "teacher_finetuned"):
+        return Segmenter(load_encoder(teacher_path), freeze_encoder=name == "teacher_frozen")
+    raise ValueError(f"unknown model {name!r}; expected one of {DENSE_MODELS}")

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 from tqdm.auto import tqdm
 
@@ -31,6 +30,7 @@ from vhrfm.data.io import open_raster
 from vhrfm.data.normalize import Normalizer, load_stats, stats_key
 from vhrfm.data.sources import SEAL_DEGRADE, SEAL_GSD_M, get_source, sensor_of
 from vhrfm.errors import VHRFMInputError
+from vhrfm.heads import build_dense_model
 
 MODELS = ("classical", "unet_scratch", "teacher_frozen", "teacher_finetuned")
 SEALS, BELUGA = "seals_aerial_drone", "beluga_seeker_wv3"
@@ -93,20 +93,18 @@ def load_seal_images(splits: pd.DataFrame, stats: dict, factor: int = SEAL_DEGRA
     split_of = splits[splits.source == SEALS].groupby("path").split.first()
     items = [it for it in src.items() if it.path in split_of.index]
     norm = Normalizer.from_stats(stats[stats_key(SEALS, "rgb")])
-    size = int(np.ceil(max(500, 1) / factor / 8) * 8)
-    X, V, P, rows = [], [], [], []
+    X, P, rows = [], [], []
     for it in tqdm(items, desc="seal tiles (degraded)", disable=not progress):
         with open_raster(data_dir() / it.path, expected_bands=3) as s:
             img = s.read().astype(np.float32)
         small = degrade(norm(img), factor)
-        if small.shape[1] > size or small.shape[2] > size:
-            size = int(np.ceil(max(small.shape[1:]) / 8) * 8)
         b = it.boxes
         centres = np.stack([(b[:, 1] + b[:, 3]) / 2, (b[:, 0] + b[:, 2]) / 2], 1) / factor if len(b) else np.zeros((0, 2))
         inside = (centres[:, 0] < small.shape[1]) & (centres[:, 1] < small.shape[2])
         X.append(small)
         P.append(centres[inside].astype(np.float32))
         rows.append((it.path, split_of[it.path], it.group, it.extra.get("species", ""), int(inside.sum())))
+    size = int(np.ceil(max(max(x.shape[1:]) for x in X) / 8) * 8)  # one padded size, a multiple of 8
     padded = [_pad(x, size) for x in X]
     sensor = sensor_of(items[0])
     return DetImages(np.stack([p[0] for p in padded]), np.stack([p[1] for p in padded]), P, [np.zeros((0, 2), np.float32)] * len(P),
@@ -366,13 +364,11 @@ def _bands_for(model, imgs: DetImages, x: torch.Tensor):
 def train_detector(model, imgs: DetImages, *, steps: int, batch_size: int, lr: float, sigma_m: float, seed: int,
                    weight_decay: float = 1e-4, encoder_lr_scale: float = 1.0, progress: bool = True, desc: str = "train"):
     """Focal heat-map loss, D4 augmentation; returns the loss history."""
+    from vhrfm.apps.segmentation import optimiser_with_encoder_scale, random_d4
+
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    enc = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("encoder.")]
-    other = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
-    groups = [{"params": other, "lr": lr}] + ([{"params": enc, "lr": lr * encoder_lr_scale}] if enc else [])
-    opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=0.1)
+    opt, sched = optimiser_with_encoder_scale(model, lr, weight_decay, encoder_lr_scale, steps)
     size = imgs.X.shape[-1]
     target = torch.from_numpy(heatmap_targets(imgs.points, size, sigma_m / imgs.gsd))
     wl, wd = torch.from_numpy(imgs.wavelengths), torch.from_numpy(imgs.widths)
@@ -381,10 +377,7 @@ def train_detector(model, imgs: DetImages, *, steps: int, batch_size: int, lr: f
     for _ in tqdm(range(steps), desc=desc, disable=not progress):
         idx = rng.integers(0, len(imgs), batch_size)
         x, t, v = torch.from_numpy(imgs.X[idx]), target[idx], torch.from_numpy(imgs.valid[idx])
-        k = int(rng.integers(0, 4))
-        x, t, v = (torch.rot90(a, k, (-2, -1)) for a in (x, t, v))
-        if rng.random() < 0.5:
-            x, t, v = x.flip(-1), t.flip(-1), v.flip(-1)
+        x, t, v = random_d4(rng, x, t, v)
         logits = model(_bands_for(model, imgs, x.contiguous()), wl, torch.from_numpy(imgs.gsd[idx]).float(), wd)[:, 0]
         loss = focal_heatmap_loss(logits, t, v)
         opt.zero_grad(set_to_none=True)
@@ -408,18 +401,6 @@ def predict_heat(model, imgs: DetImages, batch_size: int = 32) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- experiment
-
-
-def build_model(name: str, n_bands: int, teacher_path, seed: int):
-    from vhrfm.checkpoint import load_encoder
-    from vhrfm.heads import Segmenter, SMPUNet
-
-    torch.manual_seed(seed)
-    if name == "unet_scratch":
-        return SMPUNet(in_channels=n_bands)
-    if name in ("teacher_frozen", "teacher_finetuned"):
-        return Segmenter(load_encoder(teacher_path), freeze_encoder=name == "teacher_frozen")
-    raise ValueError(f"unknown model {name!r}")
 
 
 def run_megafauna(profile: str, progress: bool = True) -> dict:
@@ -447,7 +428,7 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
                 heat = det.heat
                 histories[f"{name}/{budget}"] = {"polarity": det.polarity}
             else:
-                model = build_model(name, train.X.shape[1], teacher, seed)
+                model = build_dense_model(name, train.X.shape[1], teacher, seed)
                 h = train_detector(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                                    sigma_m=cfg["sigma_m"], seed=seed, encoder_lr_scale=cfg["encoder_lr_scale"],
                                    progress=progress, desc=f"{name} {budget}")

@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,25 @@ def row_pixel_areas_m2(src, row0: int, nrows: int) -> np.ndarray:
 def _check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise VHRFMInputError("output path exists and is not a folder", path=out_dir)
+
+
+@contextmanager
+def staged_outputs(out_dir: Path):
+    """A staging folder inside ``out_dir`` whose files move into ``out_dir`` only when the block succeeds; on any
+    error it is removed (and ``out_dir`` too when this call created it and it is empty)."""
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".vhrfm-partial-", dir=out_dir))
+    ok = False
+    try:
+        yield stage
+        for f in stage.iterdir():  # every output exists: move them into place
+            os.replace(f, out_dir / f.name)
+        ok = True
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if not ok and created and out_dir.exists() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
 
 
 def _polygons(mask_path: Path, strip: int, simplify_px: float, min_area_m2: float):
@@ -280,11 +300,7 @@ def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, t
         H, W = src.height, src.width
         crs, transform = src.crs, src.transform
         grid = tile_grid(H, W, tile, min(overlap, tile - 1) if tile > 1 else 0)
-        created = not out_dir.exists()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".vhrfm-partial-", dir=out_dir))
-        ok = False
-        try:
+        with staged_outputs(out_dir) as stage:
             n_valid = n_pos = 0
             area_m2 = 0.0
             prob_path, mask_path = stage / f"{stem}_prob.tif", stage / f"{stem}_mask.tif"
@@ -362,13 +378,6 @@ def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, t
             if write_map:
                 summary["outputs"].update(map=f"{stem}_map.html", preview=f"{stem}_preview.png")
             (stage / f"{stem}_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-            for f in stage.iterdir():  # every output exists: move them into place
-                os.replace(f, out_dir / f.name)
-            ok = True
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-            if not ok and created and not any(out_dir.iterdir()):
-                out_dir.rmdir()
     return summary
 
 
@@ -443,11 +452,7 @@ def predict_points_scene(scene: str | Path, model: TaskModel, out_dir: str | Pat
             notes.append("no CRS: points are in pixel coordinates (x = column, y = row), not on the ground; no map")
         H, W = src.height, src.width
         grid = tile_grid(H, W, tile, min(overlap, tile - 1))
-        created = not out_dir.exists()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".vhrfm-partial-", dir=out_dir))
-        ok = False
-        try:
+        with staged_outputs(out_dir) as stage:
             from vhrfm.apps.megafauna import find_peaks
 
             found = []
@@ -518,13 +523,6 @@ def predict_points_scene(scene: str | Path, model: TaskModel, out_dir: str | Pat
                 if src.crs is not None:
                     summary["outputs"]["map"] = f"{stem}_map.html"
             (stage / f"{stem}_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-            for f in stage.iterdir():
-                os.replace(f, out_dir / f.name)
-            ok = True
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-            if not ok and created and not any(out_dir.iterdir()):
-                out_dir.rmdir()
     return summary
 
 

@@ -140,18 +140,30 @@ def choose_threshold(prob, y, min_precision: float = 0.0) -> float:
 # ----------------------------------------------------------------------------------------------- training
 
 
+def random_d4(rng: np.random.Generator, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The same random element of the dihedral group D4 (rotation by k x 90 degrees, optional flip) on each tensor's
+    last two axes."""
+    k = int(rng.integers(0, 4))
+    flip = rng.random() < 0.5
+    return tuple((torch.rot90(t, k, (-2, -1)).flip(-1) if flip else torch.rot90(t, k, (-2, -1))) for t in tensors)
+
+
+def optimiser_with_encoder_scale(model, lr: float, weight_decay: float, encoder_lr_scale: float, steps: int):
+    """AdamW with the encoder's parameters at ``lr * encoder_lr_scale`` (frozen ones left out), and a one-cycle schedule."""
+    enc = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("encoder.")]
+    other = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
+    groups = [{"params": other, "lr": lr}] + ([{"params": enc, "lr": lr * encoder_lr_scale}] if enc else [])
+    opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=0.1)
+    return opt, sched
+
+
 def train_segmenter(model, tiles: SegTiles, *, steps: int, batch_size: int, lr: float, crop: int, seed: int,
                     weight_decay: float = 1e-4, encoder_lr_scale: float = 1.0, progress: bool = True, desc: str = "train"):
     """Binary cross-entropy on labelled pixels, random crops with D4 flips; returns the loss history."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    enc_params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("encoder.")]
-    other = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
-    groups = [{"params": other, "lr": lr}]
-    if enc_params:
-        groups.append({"params": enc_params, "lr": lr * encoder_lr_scale})
-    opt = torch.optim.AdamW(groups, weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=steps, pct_start=0.1)
+    opt, sched = optimiser_with_encoder_scale(model, lr, weight_decay, encoder_lr_scale, steps)
     n, t = len(tiles), tiles.X.shape[-1]
     crop = min(crop, t)
     wl, wd = torch.from_numpy(tiles.wavelengths), torch.from_numpy(tiles.widths)
@@ -162,10 +174,7 @@ def train_segmenter(model, tiles: SegTiles, *, steps: int, batch_size: int, lr: 
         r, c = rng.integers(0, t - crop + 1, 2)
         x = torch.from_numpy(tiles.X[idx, :, r:r + crop, c:c + crop])
         y = torch.from_numpy(tiles.Y[idx, r:r + crop, c:c + crop].astype(np.int64))
-        k = int(rng.integers(0, 4))
-        x, y = torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
-        if rng.random() < 0.5:
-            x, y = x.flip(-1), y.flip(-1)
+        x, y = random_d4(rng, x, y)
         logits = model(x.contiguous(), wl, torch.full((batch_size,), tiles.gsd), wd)[:, 0]
         lab = y != IGNORE
         if not lab.any():

@@ -12,15 +12,13 @@ import json
 import time
 
 import numpy as np
-import torch
 
 from vhrfm.apps.segmentation import (SegTiles, choose_threshold, label_budgets, load_seg_tiles, pr_curve, predict_probs,
                                      seg_metrics, train_segmenter)
-from vhrfm.checkpoint import load_encoder
 from vhrfm.config import load_profile, models_dir, results_dir
 from vhrfm.data.datasets import IGNORE, load_splits
 from vhrfm.data.normalize import load_stats, stats_key
-from vhrfm.heads import Segmenter, SMPUNet
+from vhrfm.heads import build_dense_model
 
 MODELS = ("classical", "unet_scratch", "teacher_frozen", "teacher_finetuned")
 
@@ -104,15 +102,6 @@ class ClassicalIndex:
 # ----------------------------------------------------------------------------------------------- experiment
 
 
-def build_model(name: str, tiles: SegTiles, teacher_path, seed: int):
-    torch.manual_seed(seed)
-    if name == "unet_scratch":
-        return SMPUNet(in_channels=tiles.X.shape[1])
-    if name in ("teacher_frozen", "teacher_finetuned"):
-        return Segmenter(load_encoder(teacher_path), freeze_encoder=name == "teacher_frozen")
-    raise ValueError(f"unknown model {name!r}")
-
-
 def run_wildfire(profile: str, progress: bool = True) -> dict:
     """Train and evaluate every model at every label budget; write metrics, predictions and curves."""
     p = load_profile(profile)
@@ -139,7 +128,7 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
                 predict = clf.predict
                 histories[f"{model_name}/{budget}"] = {"index": clf.name}
             else:
-                model = build_model(model_name, tiles, teacher, seed)
+                model = build_dense_model(model_name, tiles.X.shape[1], teacher, seed)
                 h = train_segmenter(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                                     crop=cfg["crop"], seed=seed, encoder_lr_scale=cfg["encoder_lr_scale"],
                                     progress=progress, desc=f"{model_name} {budget}")
