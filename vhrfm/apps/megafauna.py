@@ -490,6 +490,16 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
             "note": "satellite-only and joint training need more labelled satellite chips than the 5 in the store "
                     "(12 certain whales): not run yet",
         },
+        "goal": {
+            "targets": {"precision": 0.90, "recall": 0.80, "at": "the threshold chosen on validation"},
+            "degraded_ok": bm["precision"] >= 0.90 and bm["recall"] >= 0.80,
+            "satellite_ok": bs["precision"] >= 0.90 and bs["recall"] >= 0.80,
+            "fm_vs_scratch_f1": {b: {"fm_model": (fm := max(("teacher_frozen", "teacher_finetuned"),
+                                                             key=lambda m: results[m][b]["val"]["f1"])),
+                                     "fm_f1": results[fm][b]["f1"], "scratch_f1": results["unet_scratch"][b]["f1"],
+                                     "margin": results[fm][b]["f1"] - results["unet_scratch"][b]["f1"]}
+                                 for b in budgets if {"teacher_frozen", "teacher_finetuned", "unet_scratch"} <= set(results)},
+        },
         "deployed": {"model": best_model, "budget": best_budget, "file": index["default"]},
         "throughput": timings,
         "classical_polarity": {b: histories[f"classical/{b}"]["polarity"] for b in budgets} if "classical" in results else {},

@@ -173,6 +173,8 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
                  **{k: bm[k] for k in ("precision", "recall", "f1", "iou", "threshold")}},
         "throughput": timings,
         "classical_index": {b: histories[f"classical/{b}"]["index"] for b in budgets} if "classical" in results else {},
+        "goal": goal_check(results, small, fm=("teacher_frozen", "teacher_finetuned"), baseline="unet_scratch",
+                           best=(best_model, best_budget)),
         "deployed": {"model": deploy[0], "budget": deploy[1], "selected_on": "validation F1, every model and budget",
                      "file": saved["default"], **{k: results[deploy[0]][deploy[1]][k] for k in ("precision", "recall", "f1",
                                                                                                 "iou", "threshold")}},
@@ -180,6 +182,25 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     (out / "curves.json").write_text(json.dumps({"pr": curves, "loss": {k: v.get("loss") for k, v in histories.items()}}) + "\n")
     return metrics
+
+
+def goal_check(results: dict, budgets: list[str], fm: tuple[str, ...], baseline: str, best: tuple[str, str],
+               min_precision: float = 0.90, min_f1: float = 0.85, min_margin: float = 0.05) -> dict:
+    """The issue's goal, checked on test: the model chosen on validation (budgets <= 10 %) reaches ``min_precision``
+    and ``min_f1``; and at each small budget the better foundation-model variant (chosen on validation F1) beats
+    the baseline's F1 by ``min_margin``."""
+    b = results[best[0]][best[1]]
+    margins = {}
+    for budget in budgets:
+        if baseline in results and any(m in results for m in fm):
+            pick = max((m for m in fm if m in results), key=lambda m: results[m][budget]["val"]["f1"])
+            margins[budget] = {"fm_model": pick, "fm_f1": results[pick][budget]["f1"],
+                               "baseline_f1": results[baseline][budget]["f1"],
+                               "margin": results[pick][budget]["f1"] - results[baseline][budget]["f1"]}
+    return {"precision_ok": b["precision"] >= min_precision, "f1_ok": b["f1"] >= min_f1,
+            "fm_margin_ok": bool(margins) and all(v["margin"] >= min_margin for v in margins.values()),
+            "fm_vs_baseline": margins,
+            "targets": {"precision": min_precision, "f1": min_f1, "fm_margin": min_margin, "budgets": budgets}}
 
 
 def model_tag(model_name: str, budget: str) -> str:
@@ -305,5 +326,5 @@ def load_test_predictions(profile: str) -> dict:
 
 
 __all__ = ["MODELS", "ClassicalIndex", "spectral_indices", "change_indices", "run_wildfire", "load_test_predictions",
-           "save_wildfire_models", "model_tag",
+           "save_wildfire_models", "model_tag", "goal_check",
            "scene_labels", "split_pixels", "scene_split_confusion", "run_scene_check"]
