@@ -142,13 +142,12 @@ def cross_sensor_matrix(encoder, domains: list[Domain], methods=METHODS, seed: i
     cache = {}
     for a, b, m in tqdm(jobs, desc="cross-sensor", disable=not progress):
         key = (a.name, b.name, m) if m in ("naive", "hist_match") else (b.name, m)
-        if key not in cache:
-            enc, x = domain_inputs(encoder, b, a, m)
-            cache[key] = features(enc, x, b)
-        f = cache[key]
         te = b.split == "test"
+        if key not in cache:  # only the test patches need features (statistics come from the training ones)
+            enc, x = domain_inputs(encoder, b, a, m)
+            cache[key] = features(enc, x[te], b)
         scaler, clf, _ = probes[a.name]
-        pred = clf.predict(scaler.transform(f[te]))
+        pred = clf.predict(scaler.transform(cache[key]))
         out[m][f"{a.name}->{b.name}"] = float(f1_score(b.y[te], pred))
     return out
 
