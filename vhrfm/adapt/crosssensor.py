@@ -11,7 +11,8 @@ Methods (each a way to feed target-domain pixels to the frozen encoder; the prob
 ``naive`` (the source's normalisation statistics), ``hist_match`` (target bands histogram-matched to the
 source's, then the source's statistics), ``own_norm`` (the target's own per-band statistics from its
 unlabeled training patches), ``own_norm_adabn`` (own statistics + AdaBN: the encoder's batch-norm
-statistics re-estimated on the target's unlabeled patches).
+statistics re-estimated on each domain's unlabeled patches, the source's for its probe and the target's
+for its test patches).
 """
 
 from __future__ import annotations
@@ -131,12 +132,18 @@ def domain_inputs(encoder, target: Domain, source: Domain, method: str):
 
 def cross_sensor_matrix(encoder, domains: list[Domain], methods=METHODS, seed: int = 0, progress: bool = True) -> dict:
     """F1 (positive class, test split) for every (train domain -> test domain, method); the probe of each
-    train domain is fitted once on its own normalised features (C chosen on its val split)."""
-    probes = {}
+    train domain is fitted once on its own normalised features (C chosen on its val split). For AdaBN the
+    probe is fitted on features whose batch-norm statistics come from its own domain too (Li et al., 2016:
+    each domain normalised by its own statistics, source and target alike)."""
+    probes, probes_bn = {}, {}
     for a in domains:
-        f = features(encoder, normalised(a.raw, *a.stats()), a)
+        xa = normalised(a.raw, *a.stats())
         tr, va = a.split == "train", a.split == "val"
+        f = features(encoder, xa, a)
         probes[a.name] = linear_probe(f[tr], a.y[tr], f[va], a.y[va], seed)
+        if "own_norm_adabn" in methods:
+            fb = features(adabn(encoder, xa[tr], a), xa, a)
+            probes_bn[a.name] = linear_probe(fb[tr], a.y[tr], fb[va], a.y[va], seed)
     out = {m: {} for m in methods}
     jobs = [(a, b, m) for a in domains for b in domains for m in methods]
     cache = {}
@@ -146,7 +153,7 @@ def cross_sensor_matrix(encoder, domains: list[Domain], methods=METHODS, seed: i
         if key not in cache:  # only the test patches need features (statistics come from the training ones)
             enc, x = domain_inputs(encoder, b, a, m)
             cache[key] = features(enc, x[te], b)
-        scaler, clf, _ = probes[a.name]
+        scaler, clf, _ = (probes_bn if m == "own_norm_adabn" else probes)[a.name]
         pred = clf.predict(scaler.transform(cache[key]))
         out[m][f"{a.name}->{b.name}"] = float(f1_score(b.y[te], pred))
     return out
