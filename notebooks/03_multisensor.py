@@ -85,13 +85,14 @@ def grid(m):
 
 
 for tag, block in (("products in counts", metrics), ("calibrated products", metrics["calibrated"])):
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"wspace": 0.08})
     for ax, key in zip(axes, ("naive", "adapted")):
         im = ax.imshow(grid(block[key]), vmin=0, vmax=1, cmap="viridis")
         ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set_yticks(range(len(names)), names if key == "naive" else [], fontsize=7)
         ax.set_xlabel("test domain")
-        ax.set_ylabel("train domain")
+        if key == "naive":
+            ax.set_ylabel("train domain")
         ax.set_title(f"{tag}: {key if key == 'naive' else metrics['adapted_method']}", fontsize=9)
         for (r, c), v in np.ndenumerate(grid(block[key])):
             ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=6, color="w" if v < 0.6 else "k")
