@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from vhrfm.apps.megafauna import (BlobDetector, DetImages, Scored, average_precision, choose_threshold, decode, degrade,
-                                  det_metrics, find_peaks, focal_heatmap_loss, heatmap_targets, image_budgets,
+                                  det_metrics, find_peaks, focal_heatmap_loss, heatmap_targets,
                                   load_beluga_images, load_seal_images, match_image, predict_heat, score_detections,
                                   train_detector)
+from vhrfm.apps.segmentation import label_budgets
 
 
 def test_degrade_is_an_area_average():
@@ -92,7 +93,7 @@ def test_focal_loss_is_lower_for_the_right_heatmap():
 
 
 def test_budgets_nested():
-    b = image_budgets(100, {"10%": 0.1, "25%": 0.25, "100%": 1.0}, 0)
+    b = label_budgets(100, {"10%": 0.1, "25%": 0.25, "100%": 1.0}, 0)
     assert set(b["10%"]) <= set(b["25%"]) <= set(b["100%"]) and len(b["100%"]) == 100
 
 

@@ -2,8 +2,9 @@
 
 ``io``: windowed tile reading + normalisation throughput versus one plain rasterio full read of the
 same file, as a ratio measured in the same run. ``pretrain``: the pretraining loop vs a bare loop.
-``scene``: whole-scene prediction end to end vs the model alone, and peak RSS for two scene sizes. Timings are the best of ``repeats`` runs (wall clock),
-on whatever machine runs it; the JSON records the machine.
+``scene``: whole-scene prediction end to end vs the model alone, and peak RSS for two scene sizes.
+Timings are the best of ``repeats`` runs (wall clock), on whatever machine runs it; the JSON records the
+machine.
 """
 
 from __future__ import annotations
@@ -179,23 +180,17 @@ def mosaic_scene(src_path: str | Path, out_path: str | Path, reps: int) -> Path:
 
 _SCENE_CHILD = """
 import json, sys, time
-import numpy as np
-from vhrfm.apps.scene import predict_scene
+from vhrfm.apps.scene import iter_batches, pixel_size_m, predict_scene
 from vhrfm.apps.taskmodel import load_task_model
-from vhrfm.data.io import open_raster, read_window, tile_grid
+from vhrfm.data.io import open_raster, tile_grid
 card, scene, out, tile, overlap, bs = sys.argv[1:7]
 tile, overlap, bs = int(tile), int(overlap), int(bs)
 m = load_task_model(card)
 s = predict_scene(scene, m, out, tile=tile, overlap=overlap, batch_size=bs, write_map=True, progress=False)
 # model only, on the same windows, read into memory beforehand
 with open_raster(scene) as src:
-    from vhrfm.apps.scene import pixel_size_m
     gsd = pixel_size_m(src)
-    grid = tile_grid(src.height, src.width, tile, overlap)
-    batches = []
-    for b0 in range(0, len(grid), bs):
-        reads = [read_window(src, t.window, out_size=tile) for t in grid[b0:b0 + bs]]
-        batches.append((np.stack([r[0] for r in reads]).astype(np.float32), np.stack([r[1] for r in reads])))
+    batches = [(raw, valid) for _, raw, valid in iter_batches(src, tile_grid(src.height, src.width, tile, overlap), tile, bs)]
 t0 = time.perf_counter()
 for raw, valid in batches:
     m.probs(raw, gsd=gsd, valid=valid)

@@ -25,6 +25,7 @@ import torch
 from scipy import ndimage
 from tqdm.auto import tqdm
 
+from vhrfm.apps.segmentation import label_budgets
 from vhrfm.config import data_dir, load_profile, models_dir, results_dir
 from vhrfm.data.io import open_raster
 from vhrfm.data.normalize import Normalizer, load_stats, stats_key
@@ -78,6 +79,19 @@ def degrade(image: np.ndarray, factor: int) -> np.ndarray:
     return image[:, :h2 * factor, :w2 * factor].reshape(c, h2, factor, w2, factor).mean((2, 4))
 
 
+def box_centres(boxes) -> np.ndarray:
+    """(k, 2) centres (row, col) of xyxy pixel boxes."""
+    b = np.zeros((0, 4)) if boxes is None else np.asarray(boxes, np.float64)
+    return np.stack([(b[:, 1] + b[:, 3]) / 2, (b[:, 0] + b[:, 2]) / 2], 1) if len(b) else np.zeros((0, 2))
+
+
+def whale_centres(item) -> tuple[np.ndarray, np.ndarray]:
+    """Centres of an item's 'certain' animals (to detect) and of its 'uncertain whale' ones (ignored in scoring)."""
+    c = box_centres(item.boxes).astype(np.float32)
+    sure = np.asarray(item.box_labels) != "uncertain whale" if len(c) else np.zeros(0, bool)
+    return c[sure], c[~sure]
+
+
 def _pad(x: np.ndarray, size: int):
     c, h, w = x.shape
     out = np.zeros((c, size, size), np.float32)
@@ -98,8 +112,7 @@ def load_seal_images(splits: pd.DataFrame, stats: dict, factor: int = SEAL_DEGRA
         with open_raster(data_dir() / it.path, expected_bands=3) as s:
             img = s.read().astype(np.float32)
         small = degrade(norm(img), factor)
-        b = it.boxes
-        centres = np.stack([(b[:, 1] + b[:, 3]) / 2, (b[:, 0] + b[:, 2]) / 2], 1) / factor if len(b) else np.zeros((0, 2))
+        centres = box_centres(it.boxes) / factor
         inside = (centres[:, 0] < small.shape[1]) & (centres[:, 1] < small.shape[2])
         X.append(small)
         P.append(centres[inside].astype(np.float32))
@@ -124,14 +137,11 @@ def load_beluga_images(stats: dict, splits: pd.DataFrame | None = None) -> DetIm
     for it in items:
         with open_raster(data_dir() / it.path, expected_bands=1) as s:
             X.append(norm(s.read().astype(np.float32)))
-        b = it.boxes if it.boxes is not None else np.zeros((0, 4))
-        labels = np.asarray(it.box_labels)
-        c = np.stack([(b[:, 1] + b[:, 3]) / 2, (b[:, 0] + b[:, 2]) / 2], 1).astype(np.float32) if len(b) else np.zeros((0, 2), np.float32)
-        sure = labels != "uncertain whale" if len(b) else np.zeros(0, bool)
-        P.append(c[sure])
-        I.append(c[~sure])
+        sure, unsure = whale_centres(it)
+        P.append(sure)
+        I.append(unsure)
         gsd.append(it.gsd)
-        rows.append((it.path, str(split_of.get(it.path, "eval")), it.group, "beluga", int(sure.sum())))
+        rows.append((it.path, str(split_of.get(it.path, "eval")), it.group, "beluga", len(sure)))
     size = int(np.ceil(max(max(x.shape[1:]) for x in X) / 32) * 32)
     padded = [_pad(x, size) for x in X]
     sensor = sensor_of(items[0])
@@ -139,13 +149,6 @@ def load_beluga_images(stats: dict, splits: pd.DataFrame | None = None) -> DetIm
                      pd.DataFrame(rows, columns=["path", "split", "group", "species", "n_points"]),
                      np.asarray(sensor.wavelengths(("pan",)), np.float32), np.asarray(sensor.widths(("pan",)), np.float32),
                      sensor.id)
-
-
-def image_budgets(n: int, fractions: dict[str, float], seed: int) -> dict[str, list[int]]:
-    """Nested subsets of training images (each budget holds every smaller one), seeded."""
-    order = np.random.default_rng(seed).permutation(n)
-    return {name: sorted(order[:max(1, int(round(f * n)))].tolist())
-            for name, f in sorted(fractions.items(), key=lambda kv: kv[1])}
 
 
 # ----------------------------------------------------------------------------------------------- targets and loss
@@ -347,6 +350,10 @@ class BlobDetector:
     def heat(self, imgs: DetImages) -> np.ndarray:
         return self._squash(self.response(imgs), self.scale)
 
+    def card_entry(self) -> dict:
+        """The fitted detector, for a task-model card."""
+        return {"type": "blob", "polarity": self.polarity, "scale": float(self.scale), "size_m": float(self.size_m)}
+
 
 def decode(heat: np.ndarray, imgs: DetImages, min_score: float = 0.05) -> list:
     return [find_peaks(h, v, min_score) for h, v in zip(heat, imgs.valid)]
@@ -414,7 +421,7 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
     seals = load_seal_images(splits, stats, cfg["degrade"], progress=progress)
     sat = load_beluga_images(stats, splits)
     train, val, test = seals.split("train"), seals.split("val"), seals.split("test")
-    budgets = image_budgets(len(train), cfg["budgets"], seed)
+    budgets = label_budgets(len(train), cfg["budgets"], seed)
     (out / "budgets.json").write_text(json.dumps({"train_images": train.rows.path.tolist(), "budgets": budgets}, indent=1) + "\n")
     teacher = models_dir(profile) / "teacher.safetensors"
     radius = cfg["radius_m"]
@@ -537,14 +544,11 @@ def run_scene_check(profile: str, progress: bool = False) -> dict:
         s = predict_points_scene(chip, adapted, folder, tile=256, progress=progress)
         pts = gpd.read_file(folder / s["outputs"]["points"])
         dets = np.stack([pts.row, pts["col"], pts.score], 1).astype(np.float32) if len(pts) else np.zeros((0, 3), np.float32)
-        labels = np.asarray(it.box_labels)
-        b = it.boxes
-        centres = np.stack([(b[:, 1] + b[:, 3]) / 2, (b[:, 0] + b[:, 2]) / 2], 1) if len(b) else np.zeros((0, 2))
-        sure = labels != "uncertain whale" if len(b) else np.zeros(0, bool)
-        flags = match_image(dets, centres[sure], centres[~sure], cfg["radius_m"] / s["gsd_m"])
+        sure, unsure = whale_centres(it)
+        flags = match_image(dets, sure, unsure, cfg["radius_m"] / s["gsd_m"])
         tp, fp = int((flags == 1).sum()), int((flags == 0).sum())
-        total += (tp, fp, int(sure.sum()))
-        rows.append({"chip": it.path, "gsd_m": s["gsd_m"], "whales": int(sure.sum()), "detected": s["count"], "tp": tp,
+        total += (tp, fp, len(sure))
+        rows.append({"chip": it.path, "gsd_m": s["gsd_m"], "whales": len(sure), "detected": s["count"], "tp": tp,
                      "fp": fp, "runtime_s": s["runtime_s"]})
     else:
         tp, fp, n = total
@@ -604,6 +608,6 @@ def save_megafauna_models(profile: str, models: dict, results: dict, seals: DetI
     return index
 
 
-__all__ = ["run_scene_check", "model_tag", "save_megafauna_models", "blob_response", "MODELS", "DetImages", "degrade", "load_seal_images", "load_beluga_images", "image_budgets", "heatmap_targets",
+__all__ = ["run_scene_check", "model_tag", "save_megafauna_models", "blob_response", "MODELS", "DetImages", "degrade", "load_seal_images", "load_beluga_images", "box_centres", "whale_centres", "heatmap_targets",
            "focal_heatmap_loss", "find_peaks", "match_image", "score_detections", "pr_curve", "average_precision",
            "choose_threshold", "det_metrics", "BlobDetector", "decode", "train_detector", "predict_heat", "run_megafauna"]

@@ -75,6 +75,26 @@ def _check_out_dir(out_dir: Path) -> None:
         raise VHRFMInputError("output path exists and is not a folder", path=out_dir)
 
 
+def _threshold(model: TaskModel, threshold: float | None) -> float:
+    thr = float(model.threshold if threshold is None else threshold)
+    if not 0.0 <= thr <= 1.0:
+        raise VHRFMInputError("threshold must be a probability", expected="0..1", found=thr)
+    return thr
+
+
+def _distribution_notes(model: TaskModel, gsd_m: float) -> list[str]:
+    """Warnings for a scene outside the model's training distribution (GSD, band set)."""
+    notes = []
+    train_gsd = float(model.card["gsd_m"])
+    if not 0.5 <= gsd_m / train_gsd <= 2.0:
+        notes.append(f"scene GSD {gsd_m:.2f} m is far from the training GSD {train_gsd:.2f} m: out of the "
+                     "training distribution, check the output before use")
+    if model.card.get("trained_bands") and model.card["trained_bands"] != model.card["bands"]:
+        notes.append(f"bands {model.card['bands']} differ from the training bands {model.card['trained_bands']} "
+                     "(normalised by the scene's statistics): out of the training distribution")
+    return notes
+
+
 @contextmanager
 def staged_outputs(out_dir: Path):
     """A staging folder inside ``out_dir`` whose files move into ``out_dir`` only when the block succeeds; on any
@@ -154,10 +174,37 @@ def _rgb(data: np.ndarray, wavelengths) -> np.ndarray:
     return true_colour(x, wavelengths) if x.shape[0] > 1 else np.repeat(true_colour(x, wavelengths)[..., :1], 3, -1)
 
 
-def _write_map(html: Path, png: Path, scene: Path, prob: Path, gdf, wavelengths, title: str, max_side: int = 1024):
+def _overlay_map(image: np.ndarray, bounds, cmap=None, opacity: float = 1.0, **map_kw):
+    """A folium map over OpenStreetMap with ``image`` (a scene quicklook) overlaid on ``bounds`` (EPSG:4326
+    left, bottom, right, top); the caller adds its layers and saves it with :func:`_save_map`."""
     import base64
     import io
 
+    import folium
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    plt.imsave(buf, image, format="png", cmap=cmap)
+    m = folium.Map(tiles=None, control_scale=True, **map_kw)
+    folium.TileLayer("OpenStreetMap", name="OpenStreetMap (needs internet to show tiles)").add_to(m)
+    folium.raster_layers.ImageOverlay("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
+                                      bounds=[[bounds[1], bounds[0]], [bounds[3], bounds[2]]], name="scene",
+                                      opacity=opacity).add_to(m)
+    return m
+
+
+def _save_map(m, bounds, html: Path) -> None:
+    import folium
+
+    m.fit_bounds([[bounds[1], bounds[0]], [bounds[3], bounds[2]]])
+    folium.LayerControl().add_to(m)
+    m.save(str(html))
+
+
+def _write_map(html: Path, png: Path, scene: Path, prob: Path, gdf, wavelengths, title: str, max_side: int = 1024):
     import folium
     import matplotlib
 
@@ -187,20 +234,13 @@ def _write_map(html: Path, png: Path, scene: Path, prob: Path, gdf, wavelengths,
     fig.savefig(png, dpi=100)
     plt.close(fig)
     # interactive map: scene quicklook + polygons over OpenStreetMap
-    buf = io.BytesIO()
-    plt.imsave(buf, rgb, format="png")
-    m = folium.Map(tiles=None, control_scale=True)
-    folium.TileLayer("OpenStreetMap", name="OpenStreetMap (needs internet to show tiles)").add_to(m)
-    folium.raster_layers.ImageOverlay("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
-                                      bounds=[[bounds[1], bounds[0]], [bounds[3], bounds[2]]], name="scene", opacity=0.9).add_to(m)
+    m = _overlay_map(rgb, bounds, opacity=0.9)
     if len(gdf):
         folium.GeoJson(gdf.to_json(drop_id=True), name="prediction",
                        tooltip=folium.GeoJsonTooltip(fields=["id", "area_ha"]),
                        style_function=lambda _f: {"color": "#ff2200", "fillColor": "#ff7700", "weight": 1.5,
                                                   "fillOpacity": 0.35}).add_to(m)
-    m.fit_bounds([[bounds[1], bounds[0]], [bounds[3], bounds[2]]])
-    folium.LayerControl().add_to(m)
-    m.save(str(html))
+    _save_map(m, bounds, html)
 
 
 def iter_batches(src, grid, tile: int, batch_size: int):
@@ -290,9 +330,7 @@ def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, t
     scene, out_dir = Path(scene), Path(out_dir)
     _check_out_dir(out_dir)
     tile = int(tile or model.card.get("tile_size", 256))
-    thr = float(model.threshold if threshold is None else threshold)
-    if not 0.0 <= thr <= 1.0:
-        raise VHRFMInputError("threshold must be a probability", expected="0..1", found=thr)
+    thr = _threshold(model, threshold)
     stem = scene.stem
     timing = {"read_s": 0.0, "model_s": 0.0, "write_s": 0.0}
     with open_raster(scene, expected_bands=model.n_bands, require_crs=True) as src:
@@ -354,11 +392,7 @@ def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, t
                            f"({model.card.get('name', '')}, threshold {thr:.2f})")
             timing["map_s"] = time.perf_counter() - t4
             total = time.perf_counter() - t_start
-            train_gsd = float(model.card["gsd_m"])
-            notes = []
-            if not 0.5 <= gsd / train_gsd <= 2.0:
-                notes.append(f"scene GSD {gsd:.2f} m is far from the training GSD {train_gsd:.2f} m: "
-                             "out of the training distribution, check the map before use")
+            notes = _distribution_notes(model, gsd)
             summary = {
                 "scene": str(scene), "task": model.card.get("task"), "model": model.card.get("name"),
                 "model_kind": model.card.get("kind"), "threshold": thr,
@@ -436,9 +470,7 @@ def predict_points_scene(scene: str | Path, model: TaskModel, out_dir: str | Pat
     _check_out_dir(out_dir)
     dec = model.card.get("decoder", {})
     radius_m, min_score = float(dec.get("radius_m", 1.5)), float(dec.get("min_score", 0.05))
-    thr = float(model.threshold if threshold is None else threshold)
-    if not 0.0 <= thr <= 1.0:
-        raise VHRFMInputError("threshold must be a probability", expected="0..1", found=thr)
+    thr = _threshold(model, threshold)
     stem = scene.stem
     notes = []
     with open_raster(scene, expected_bands=model.n_bands) as src:
@@ -477,17 +509,15 @@ def predict_points_scene(scene: str | Path, model: TaskModel, out_dir: str | Pat
             import geopandas as gpd
             from shapely.geometry import Point
 
-            label = model.card.get("positive_class", "animal")
+            props = {"id": np.arange(1, len(det) + 1), "score": np.round(det[:, 2], 4),
+                     "class": model.card.get("positive_class", "animal"), "row": det[:, 0].astype(int),
+                     "col": det[:, 1].astype(int)}
             if src.crs is not None:
                 xs, ys = rasterio.transform.xy(src.transform, det[:, 0], det[:, 1], offset="center") if len(det) else ([], [])
-                gdf = gpd.GeoDataFrame({"id": np.arange(1, len(det) + 1), "score": np.round(det[:, 2], 4), "class": label,
-                                        "row": det[:, 0].astype(int), "col": det[:, 1].astype(int)},
-                                       geometry=[Point(x, y) for x, y in zip(np.atleast_1d(xs), np.atleast_1d(ys))],
+                gdf = gpd.GeoDataFrame(props, geometry=[Point(x, y) for x, y in zip(np.atleast_1d(xs), np.atleast_1d(ys))],
                                        crs=src.crs).to_crs("EPSG:4326")
             else:
-                gdf = gpd.GeoDataFrame({"id": np.arange(1, len(det) + 1), "score": np.round(det[:, 2], 4), "class": label,
-                                        "row": det[:, 0].astype(int), "col": det[:, 1].astype(int)},
-                                       geometry=[Point(c + 0.5, r + 0.5) for r, c in det[:, :2]])
+                gdf = gpd.GeoDataFrame(props, geometry=[Point(c + 0.5, r + 0.5) for r, c in det[:, :2]])
             from vhrfm.data.io import write_geojson
 
             # without a CRS the file name says the coordinates are pixels (GeoJSON readers would assume lon/lat)
@@ -499,13 +529,7 @@ def predict_points_scene(scene: str | Path, model: TaskModel, out_dir: str | Pat
                 _points_preview(stage / f"{stem}_preview.png", scene, det, model.card["wavelengths"], title)
                 if src.crs is not None:
                     _write_points_map(stage / f"{stem}_map.html", scene, gdf, model.card["wavelengths"])
-            train_gsd = float(model.card["gsd_m"])
-            if not 0.5 <= gsd_m / train_gsd <= 2.0:
-                notes.append(f"scene GSD {gsd_m:.2f} m is far from the training GSD {train_gsd:.2f} m: out of the "
-                             "training distribution, check the detections before use")
-            if model.card.get("trained_bands") and model.card["trained_bands"] != model.card["bands"]:
-                notes.append(f"bands {model.card['bands']} differ from the training bands {model.card['trained_bands']} "
-                             "(normalised by the scene's statistics): out of the training distribution")
+            notes += _distribution_notes(model, gsd_m)
             total = time.perf_counter() - t_start
             summary = {
                 "scene": str(scene), "task": model.card.get("task"), "model": model.card.get("name"),
@@ -527,29 +551,15 @@ def predict_points_scene(scene: str | Path, model: TaskModel, out_dir: str | Pat
 
 
 def _write_points_map(html: Path, scene: Path, gdf, wavelengths, max_side: int = 1024):
-    import base64
-    import io
-
     import folium
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     img, bounds = _quicklook(scene, max_side)
-    buf = io.BytesIO()
-    plt.imsave(buf, _rgb(img, wavelengths) if img.shape[0] >= 3 else img[0], format="png", cmap="gray")
-    m = folium.Map(tiles=None, control_scale=True, max_zoom=22)
-    folium.TileLayer("OpenStreetMap", name="OpenStreetMap (needs internet to show tiles)").add_to(m)
-    folium.raster_layers.ImageOverlay("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
-                                      bounds=[[bounds[1], bounds[0]], [bounds[3], bounds[2]]], name="scene").add_to(m)
+    m = _overlay_map(_rgb(img, wavelengths) if img.shape[0] >= 3 else img[0], bounds, cmap="gray", max_zoom=22)
     layer = folium.FeatureGroup(name="detections").add_to(m)
     for _, r in gdf.iterrows():
         folium.CircleMarker([r.geometry.y, r.geometry.x], radius=6, color="#00e5ff", fill=False,
                             tooltip=f"#{r['id']} {r['class']} score {r['score']:.2f}").add_to(layer)
-    m.fit_bounds([[bounds[1], bounds[0]], [bounds[3], bounds[2]]])
-    folium.LayerControl().add_to(m)
-    m.save(str(html))
+    _save_map(m, bounds, html)
 
 
 __all__ = ["predict_scene", "predict_points_scene", "nms_points", "adapt_to_scene", "scene_statistics", "iter_batches",

@@ -42,11 +42,8 @@ def save_task_model(path: str | Path, model, card: dict) -> Path:
         if key not in card:
             raise ValueError(f"task-model card lacks {key!r}")
     card = {**card, "card_version": CARD_VERSION}
-    if kind == "classical" and hasattr(model, "polarity"):  # megafauna blob detector
-        card["classical"] = {"type": "blob", "polarity": model.polarity, "scale": float(model.scale),
-                             "size_m": float(model.size_m)}
-    elif kind == "classical":  # spectral index threshold
-        card["classical"] = {"type": "spectral_index", "index": model.name, "range": [float(v) for v in model.range]}
+    if kind == "classical":  # a rule: its fitted settings go into the card, there are no weights
+        card["classical"] = model.card_entry()
     else:
         final, tmp = atomic_path(weights_path(path))
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -63,8 +60,7 @@ class TaskModel:
     """A loaded task model: ``probs(raw)`` maps raw band values (N, C, H, W) to probabilities (N, H, W)."""
 
     card: dict
-    net: torch.nn.Module | None = None
-    classical: object | None = None
+    net: torch.nn.Module | None = None  # None for a classical rule (its settings are in card["classical"])
 
     @property
     def n_bands(self) -> int:
@@ -100,7 +96,7 @@ class TaskModel:
                 "widths": [float(v) for v in widths], "norm": {"key": "scene", "mean": [float(v) for v in mean],
                                                                "std": [float(v) for v in std]},
                 "trained_bands": self.card.get("trained_bands", self.card["bands"])}
-        return TaskModel(card, self.net, self.classical)
+        return TaskModel(card, self.net)
 
     @torch.no_grad()
     def probs(self, raw: np.ndarray, gsd: float | None = None, valid: np.ndarray | None = None) -> np.ndarray:

@@ -98,6 +98,10 @@ class ClassicalIndex:
     def predict(self, tiles: SegTiles) -> np.ndarray:
         return _scale01(spectral_indices(self._raw(tiles), tiles.wavelengths)[self.name], *self.range)
 
+    def card_entry(self) -> dict:
+        """The fitted rule, for a task-model card."""
+        return {"type": "spectral_index", "index": self.name, "range": [float(v) for v in self.range]}
+
 
 # ----------------------------------------------------------------------------------------------- experiment
 
@@ -115,7 +119,8 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
     budgets = label_budgets(len(train), cfg["budgets"], seed)
     (out / "budgets.json").write_text(json.dumps({"train_tiles": train.rows[["path", "row_off", "col_off"]].values.tolist(),
                                                   "budgets": budgets}, indent=1) + "\n")
-    entry = stats[stats_key(cfg["sources"][0], str(tiles.rows["product"].iat[0]))]
+    norm_key = stats_key(cfg["sources"][0], str(tiles.rows["product"].iat[0]))
+    entry = stats[norm_key]
     teacher = models_dir(profile) / "teacher.safetensors"
     results, curves, histories, timings = {}, {}, {}, {}
     test_probs, trained = {}, {}
@@ -157,8 +162,7 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
     deploy = max(((mn, b) for mn in results for b in results[mn]), key=lambda k: results[k[0]][k[1]]["val"]["f1"])
     largest = max(cfg["budgets"], key=cfg["budgets"].get)
     keep = {deploy, (best_model, best_budget), *((mn, largest) for mn in results)}
-    saved = save_wildfire_models(profile, {k: trained[k] for k in keep}, results, tiles, entry,
-                                 stats_key(cfg["sources"][0], str(tiles.rows["product"].iat[0])), cfg,
+    saved = save_wildfire_models(profile, {k: trained[k] for k in keep}, results, tiles, entry, norm_key, cfg,
                                  default=deploy, few_label=(best_model, best_budget))
     np.savez_compressed(out / "test_predictions.npz", **{k.replace("/", "__"): v for k, v in test_probs.items()},
                         labels=test.Y, images=test.X)
@@ -268,32 +272,29 @@ def split_pixels(splits, path: str, shape: tuple[int, int], split: str = "test")
     return sel
 
 
-def scene_split_confusion(mask_path, item, splits, split: str | None = "test") -> np.ndarray:
-    """(tp, fp, fn, tn) of a whole-scene mask output (``vhrfm predict``) on one split's labelled pixels
-    (``split=None``: every labelled pixel of the scene, training ones included)."""
+def read_scene_output(mask_path, item) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted mask, labels) of one scene: the mask written by ``vhrfm predict`` and :func:`scene_labels`."""
     import rasterio
-
-    from vhrfm.apps.segmentation import confusion
 
     y = scene_labels(item)
     with rasterio.open(mask_path) as src:
         pred = src.read(1)
     if pred.shape != y.shape:
         raise ValueError(f"mask {pred.shape} and labels {y.shape} differ")
-    keep = pred != 255
-    if split is not None:
-        keep &= split_pixels(splits, item.path, y.shape, split)
-    y = np.where(keep, y, IGNORE)
-    return confusion((pred == 1).astype(np.float32)[None], y[None], 0.5)[0]
+    return pred, y
 
 
-def positive_in_ignored(mask_path, item) -> float:
+def scene_split_confusion(pred: np.ndarray, y: np.ndarray, select: np.ndarray | None = None) -> np.ndarray:
+    """(tp, fp, fn, tn) of a whole-scene mask on the labelled pixels in ``select`` (e.g. :func:`split_pixels`;
+    ``None``: every labelled pixel of the scene, training ones included)."""
+    from vhrfm.apps.segmentation import confusion
+
+    keep = pred != 255 if select is None else (pred != 255) & select
+    return confusion((pred == 1).astype(np.float32)[None], np.where(keep, y, IGNORE)[None], 0.5)[0]
+
+
+def positive_in_ignored(pred: np.ndarray, y: np.ndarray) -> float:
     """Fraction of the scene's ignored pixels (clouds, smoke, shadow) that the output mask calls positive."""
-    import rasterio
-
-    y = scene_labels(item)
-    with rasterio.open(mask_path) as src:
-        pred = src.read(1)
     ign = y == IGNORE
     return float((pred[ign] == 1).mean()) if ign.any() else 0.0
 
@@ -320,16 +321,16 @@ def run_scene_check(profile: str, progress: bool = False) -> dict:
         for it in SOURCES[source].items():
             folder = out / "scenes" / it.group
             s = predict_scene(data_dir() / it.path, model, folder, progress=progress)
-            mask = folder / f"{Path(it.path).stem}_mask.tif"
-            c = scene_split_confusion(mask, it, splits, "test")
-            a = scene_split_confusion(mask, it, splits, None)
+            pred, y = read_scene_output(folder / f"{Path(it.path).stem}_mask.tif", it)
+            c = scene_split_confusion(pred, y, split_pixels(splits, it.path, y.shape, "test"))
+            a = scene_split_confusion(pred, y)
             total += c
             every += a
             px_km2 = s["area_km2"] / max(s["positive_pixels"], 1)  # mean pixel area of this scene
             scenes.append({"scene": it.path, "folder": str(folder.relative_to(res)), "test_pixels": int(c.sum()),
                            "labelled_burned_km2": round(float(a[0] + a[2]) * px_km2, 3),
                            "predicted_burned_km2_on_labelled": round(float(a[0] + a[1]) * px_km2, 3),
-                           "positive_fraction_in_ignored": round(positive_in_ignored(mask, it), 4),
+                           "positive_fraction_in_ignored": round(positive_in_ignored(pred, y), 4),
                            **{k: s[k] for k in ("width", "height", "area_km2", "polygons", "runtime_s", "mpx_per_s",
                                                 "peak_rss_mb", "threshold")}})
     metrics_path = out / "metrics.json"
@@ -352,4 +353,4 @@ def load_test_predictions(profile: str) -> dict:
 
 __all__ = ["MODELS", "ClassicalIndex", "spectral_indices", "change_indices", "run_wildfire", "load_test_predictions",
            "save_wildfire_models", "model_tag", "goal_check",
-           "scene_labels", "split_pixels", "scene_split_confusion", "positive_in_ignored", "run_scene_check"]
+           "scene_labels", "split_pixels", "read_scene_output", "scene_split_confusion", "positive_in_ignored", "run_scene_check"]
