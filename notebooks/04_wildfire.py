@@ -27,6 +27,11 @@
 # 100 % of the training tiles (seeded, stored in `budgets.json`); every model's operating threshold is
 # chosen on validation (best F1 among thresholds with precision >= the target), metrics on test with
 # bootstrap 95 % CIs over tiles.
+#
+# **Models** in the same run: the classical index, a U-Net from scratch, the teacher with a dense head
+# (frozen, fine-tuned), and the compact student of chapter 2 with the same head: from scratch, fine-tuned
+# from its self-supervised KD weights, and with task-specific KD from the teacher (the teacher's soft
+# burned probabilities on every training tile, labelled or not, plus the budget's labels).
 
 # %% tags=["parameters"]
 profile = "cpu"
@@ -175,8 +180,9 @@ display(pd.DataFrame(metrics["throughput"]).T)
 # %% [markdown]
 # ## Whole-scene prediction: what `vhrfm predict --task wildfire SCENE.tif -o OUT` gives
 #
-# The deployed model (best validation F1 over every model and budget, named in
-# `models/wildfire/index.json`) maps each whole scene with the command line's code path: overlapping
+# The deployed model, what `vhrfm predict` uses by default (the student variant and budget with the best
+# validation F1, named `default` in `models/wildfire/index.json`; `--model teacher` picks the best teacher
+# variant instead) maps each whole scene with the command line's code path: overlapping
 # windows, stitched, a probability and a mask GeoTIFF (COG), GeoJSON polygons with area, a folium map
 # and a summary. The scene outputs are then scored on the **test split's** labelled pixels. These
 # numbers should agree with the tile-based test metrics of the same model above up to tiling (there,

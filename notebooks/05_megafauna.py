@@ -28,6 +28,12 @@
 # score). Label budgets of 10, 25 and 100 % of the training images (nested, seeded, stored). The
 # operating threshold of every model is chosen on the degraded validation split (best F1 among
 # thresholds reaching the precision target) and applied unchanged to both test sets.
+#
+# **Models** in the same run: the classical blob detector, a U-Net from scratch, the teacher with a
+# dense head (frozen, fine-tuned), and the compact student of chapter 2 with the same head: from scratch,
+# fine-tuned from its self-supervised KD weights, and with task-specific KD (the teacher's heat-maps on
+# every training image plus the budget's labels). The heat-map target puts each animal's peak (value 1)
+# on the pixel holding its centre, as CenterNet does: the focal loss's positives are those pixels.
 
 # %% tags=["parameters"]
 profile = "cpu"
@@ -211,7 +217,8 @@ display(err.reindex(err.error.abs().sort_values(ascending=False).index).head(8))
 # ## Whole chips through the command line's code path
 #
 # `vhrfm predict --task megafauna CHIP.tif --sensor worldview3` on each WorldView-3 chip: the deployed
-# detector (trained on RGB) takes the PAN band through its any-band stem (the U-Net and the classical
+# detector (the default of `vhrfm predict`: the student variant and budget with the best validation F1;
+# trained on RGB) takes the PAN band through its any-band stem (the U-Net and the classical
 # detector have no such option), normalised by the chip's own statistics; windows overlap and
 # detections seen twice are merged. The written points are scored against the labels.
 

@@ -92,27 +92,46 @@ def pretrain_cmd(profile: str = PROFILE,
     typer.echo(json.dumps({k: v for k, v in s.items() if k != "methods"}))
 
 
+@app.command("distill")
+def distill_cmd(profile: str = PROFILE):
+    """Self-supervised KD of the teacher into every student of the profile, and the same students trained with
+    SSL from scratch (models/distill/, or models/PROFILE/distill/)."""
+    from vhrfm.distill.train import train_students
+
+    typer.echo(json.dumps(train_students(profile)))
+
+
 TASKS = ("wildfire", "megafauna")
 
 
+INDEX_NAMES = ("default", "student", "teacher", "best_val", "few_label")
+
+
 def resolve_task_model(task: str, model: Optional[str], profile: str) -> Path:
-    """A task-model card: an explicit path, a name under models/<task>/, or the pipeline's default for the task."""
+    """A task-model card: an explicit path, a name under models/<task>/, a name of the pipeline's index
+    (``student``, ``teacher``, ``best_val``, ``few_label``), or the index's default (the distilled student)."""
     from vhrfm.config import models_dir
 
     if task not in TASKS:
         raise VHRFMInputError("unknown task", expected=list(TASKS), found=task)
     folder = models_dir(profile) / task
-    if model is not None:
+    index_path = folder / "index.json"
+    if model is not None and model not in INDEX_NAMES:
         p = Path(model)
         for cand in (p, p.with_suffix(".json"), folder / f"{model}.json"):
             if cand.suffix == ".json" and cand.exists():
                 return cand
-        raise VHRFMInputError("task model not found", expected=f"a card path or a name in {folder}", found=model)
-    index = folder / "index.json"
-    if not index.exists():
-        raise VHRFMInputError(f"no trained {task} model yet", expected=f"{index} (run `make repro` or "
+        raise VHRFMInputError("task model not found", expected=f"a card path, a name in {folder}, or one of "
+                              f"{list(INDEX_NAMES)}", found=model)
+    if not index_path.exists():
+        raise VHRFMInputError(f"no trained {task} model yet", expected=f"{index_path} (run `make repro` or "
                               f"`dvc repro {task}@{profile}`)", found="nothing")
-    return folder / f"{json.loads(index.read_text())['default']}.json"
+    index = json.loads(index_path.read_text())
+    name = model or "default"
+    if name not in index:
+        raise VHRFMInputError(f"the {task} pipeline saved no {name!r} model", expected=sorted(set(index) - {"models"}),
+                              found=name, path=index_path)
+    return folder / f"{index[name]}.json"
 
 
 @app.command()
@@ -120,8 +139,9 @@ def predict(scene: Path = typer.Argument(..., help="A scene (GeoTIFF; wildfire n
                                          "band order, or another sensor's bands with --sensor."),
             out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder (created; files in it are replaced only on success)."),
             task: str = typer.Option("wildfire", "--task", "-t", help=f"Task: {', '.join(TASKS)}."),
-            model: Optional[str] = typer.Option(None, "--model", "-m", help="Task-model card (.json) or name under models/TASK/ "
-                                                "(default: the model deployed by the pipeline, see models/TASK/index.json)."),
+            model: Optional[str] = typer.Option(None, "--model", "-m", help="Task-model card (.json), name under models/TASK/, "
+                                                "or 'student' / 'teacher' / 'best_val' / 'few_label' from models/TASK/index.json "
+                                                "(default: the distilled student chosen on validation)."),
             threshold: Optional[float] = typer.Option(None, help="Probability threshold (default: the one chosen on validation)."),
             tile: Optional[int] = typer.Option(None, help="Window side in pixels (default: the training tile size)."),
             overlap: int = typer.Option(32, help="Pixels shared by neighbouring windows (context at tile borders)."),

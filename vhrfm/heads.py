@@ -91,17 +91,31 @@ class SMPUNet(nn.Module):
         return y[..., :h, :w]
 
 
-DENSE_MODELS = ("unet_scratch", "teacher_frozen", "teacher_finetuned")
+TEACHER_MODELS = ("teacher_frozen", "teacher_finetuned")
+STUDENT_MODELS = ("student_scratch", "student_finetuned", "student_taskkd")
+DENSE_MODELS = ("unet_scratch", *TEACHER_MODELS, *STUDENT_MODELS)
 
 
-def build_dense_model(name: str, n_bands: int, teacher_path, seed: int) -> nn.Module:
-    """The learned dense models of the applications, seeded: a U-Net from scratch, or the pretrained encoder
-    at ``teacher_path`` with a dense head, frozen or fine-tuned."""
+def build_dense_model(name: str, n_bands: int, teacher_path, seed: int, student: dict | None = None) -> nn.Module:
+    """The learned dense models of the applications, seeded: a U-Net from scratch; the pretrained encoder at
+    ``teacher_path`` with a dense head, frozen or fine-tuned; or a compact student with a dense head, fine-tuned:
+    from random initialisation (``student_scratch``) or from its self-supervised KD weights (``student_finetuned``,
+    and ``student_taskkd``, which is trained with the teacher's soft outputs too). ``student`` = {"arch": registry
+    name, "path": the KD student's weights}."""
     from vhrfm.checkpoint import load_encoder
+    from vhrfm.models import create_encoder
 
     torch.manual_seed(seed)
     if name == "unet_scratch":
         return SMPUNet(in_channels=n_bands)
-    if name in ("teacher_frozen", "teacher_finetuned"):
+    if name in TEACHER_MODELS:
         return Segmenter(load_encoder(teacher_path), freeze_encoder=name == "teacher_frozen")
+    if name in STUDENT_MODELS:
+        if not student or "arch" not in student:
+            raise ValueError(f"{name} needs student={{'arch': ..., 'path': ...}}")
+        if name == "student_scratch":
+            enc = create_encoder(student["arch"])
+            enc.card = {"arch": student["arch"], "arch_kwargs": {}}
+            return Segmenter(enc)
+        return Segmenter(load_encoder(student["path"]))
     raise ValueError(f"unknown model {name!r}; expected one of {DENSE_MODELS}")

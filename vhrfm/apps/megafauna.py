@@ -10,7 +10,9 @@ cross-domain test (aerial-degraded -> satellite). "Uncertain whale" boxes are ig
 is neither a true nor a false positive.
 
 Models (same images, splits and label budgets): a classical difference-of-Gaussians blob detector, a U-Net
-from scratch, and the pretrained teacher with a dense head, frozen and fine-tuned.
+from scratch, the pretrained teacher with a dense head, frozen and fine-tuned, and a compact student with the
+same head: from scratch, fine-tuned from its self-supervised KD weights, and fine-tuned with task-specific KD
+from the teacher's heat-maps (:mod:`vhrfm.distill.task`).
 """
 
 from __future__ import annotations
@@ -26,14 +28,16 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from vhrfm.apps.segmentation import label_budgets
+from vhrfm.apps.taskmodel import deployment_picks
 from vhrfm.config import data_dir, load_profile, models_dir, results_dir
 from vhrfm.data.io import open_raster
 from vhrfm.data.normalize import Normalizer, load_stats, stats_key
 from vhrfm.data.sources import SEAL_DEGRADE, SEAL_GSD_M, get_source, sensor_of
 from vhrfm.errors import VHRFMInputError
-from vhrfm.heads import build_dense_model
+from vhrfm.distill.task import check_model_order, distillation_block, kd_kwargs, student_spec
+from vhrfm.heads import STUDENT_MODELS, TEACHER_MODELS, build_dense_model
 
-MODELS = ("classical", "unet_scratch", "teacher_frozen", "teacher_finetuned")
+MODELS = ("classical", "unet_scratch", *TEACHER_MODELS, *STUDENT_MODELS)
 SEALS, BELUGA = "seals_aerial_drone", "beluga_seeker_wv3"
 
 
@@ -155,12 +159,14 @@ def load_beluga_images(stats: dict, splits: pd.DataFrame | None = None) -> DetIm
 
 
 def heatmap_targets(points: list, size: int, sigma_px) -> np.ndarray:
-    """(N, S, S) Gaussian peaks (max of overlapping ones) of ``sigma_px`` (scalar or per image) at each centre."""
+    """(N, S, S) Gaussian peaks (max of overlapping ones) of ``sigma_px`` (scalar or per image), each centred on the
+    pixel that holds its animal's centre, so that pixel is exactly 1: CenterNet's convention, which its focal
+    loss needs (its positives are the pixels whose target is 1; a peak between pixel centres would have none)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     sig = np.broadcast_to(np.asarray(sigma_px, np.float32), (len(points),))
     out = np.zeros((len(points), size, size), np.float32)
     for i, (pts, s) in enumerate(zip(points, sig)):
-        for r, c in pts:
+        for r, c in np.clip(np.floor(np.asarray(pts, np.float64).reshape(-1, 2)), 0, size - 1):
             np.maximum(out[i], np.exp(-((yy - r) ** 2 + (xx - c) ** 2) / (2 * s * s)), out=out[i])
     return out
 
@@ -369,9 +375,15 @@ def _bands_for(model, imgs: DetImages, x: torch.Tensor):
 
 
 def train_detector(model, imgs: DetImages, *, steps: int, batch_size: int, lr: float, sigma_m: float, seed: int,
-                   weight_decay: float = 1e-4, encoder_lr_scale: float = 1.0, progress: bool = True, desc: str = "train"):
-    """Focal heat-map loss, D4 augmentation; returns the loss history."""
+                   weight_decay: float = 1e-4, encoder_lr_scale: float = 1.0, kd_teacher=None,
+                   kd_pool: DetImages | None = None, kd_weight: float = 1.0, progress: bool = True, desc: str = "train"):
+    """Focal heat-map loss, D4 augmentation; returns the loss history.
+
+    With ``kd_teacher`` (task-specific KD, :mod:`vhrfm.distill.task`): each step also draws a batch from
+    ``kd_pool`` (every training image; its labels are not read) and adds ``kd_weight`` x the pixel-wise KL
+    between the teacher's heat-map probabilities and the model's over valid pixels, per unit of teacher mass."""
     from vhrfm.apps.segmentation import optimiser_with_encoder_scale, random_d4
+    from vhrfm.distill.task import bernoulli_kd_loss
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -379,6 +391,9 @@ def train_detector(model, imgs: DetImages, *, steps: int, batch_size: int, lr: f
     size = imgs.X.shape[-1]
     target = torch.from_numpy(heatmap_targets(imgs.points, size, sigma_m / imgs.gsd))
     wl, wd = torch.from_numpy(imgs.wavelengths), torch.from_numpy(imgs.widths)
+    if kd_teacher is not None:
+        kd_pool = imgs if kd_pool is None else kd_pool
+        kd_teacher.eval()
     hist = []
     model.train()
     for _ in tqdm(range(steps), desc=desc, disable=not progress):
@@ -387,6 +402,14 @@ def train_detector(model, imgs: DetImages, *, steps: int, batch_size: int, lr: f
         x, t, v = random_d4(rng, x, t, v)
         logits = model(_bands_for(model, imgs, x.contiguous()), wl, torch.from_numpy(imgs.gsd[idx]).float(), wd)[:, 0]
         loss = focal_heatmap_loss(logits, t, v)
+        if kd_teacher is not None:
+            k = rng.integers(0, len(kd_pool), batch_size)
+            kx, kv = random_d4(rng, torch.from_numpy(kd_pool.X[k]), torch.from_numpy(kd_pool.valid[k]))
+            kx, kg = kx.contiguous(), torch.from_numpy(kd_pool.gsd[k]).float()
+            with torch.no_grad():
+                tl = kd_teacher(_bands_for(kd_teacher, kd_pool, kx), wl, kg, wd)[:, 0]
+            sl = model(_bands_for(model, kd_pool, kx), wl, kg, wd)[:, 0]
+            loss = loss + kd_weight * bernoulli_kd_loss(sl, tl, kv, normalise="mass")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -424,6 +447,8 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
     budgets = label_budgets(len(train), cfg["budgets"], seed)
     (out / "budgets.json").write_text(json.dumps({"train_images": train.rows.path.tolist(), "budgets": budgets}, indent=1) + "\n")
     teacher = models_dir(profile) / "teacher.safetensors"
+    check_model_order(cfg["models"])
+    student = student_spec(profile, cfg) if set(cfg["models"]) & set(STUDENT_MODELS) else None
     radius = cfg["radius_m"]
     results, sat_results, curves, timings, histories, keep, trained = {}, {}, {}, {}, {}, {}, {}
     for name in cfg["models"]:
@@ -435,10 +460,11 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
                 heat = det.heat
                 histories[f"{name}/{budget}"] = {"polarity": det.polarity}
             else:
-                model = build_dense_model(name, train.X.shape[1], teacher, seed)
+                model = build_dense_model(name, train.X.shape[1], teacher, seed, student=student)
+                kd = kd_kwargs(name, results, trained, budget, train, cfg.get("kd_weight", 1.0))
                 h = train_detector(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                                    sigma_m=cfg["sigma_m"], seed=seed, encoder_lr_scale=cfg["encoder_lr_scale"],
-                                   progress=progress, desc=f"{name} {budget}")
+                                   progress=progress, desc=f"{name} {budget}", **kd)
                 histories[f"{name}/{budget}"] = {"loss": h}
                 heat = lambda d, m=model: predict_heat(m, d)  # noqa: E731
             train_s = time.perf_counter() - t0
@@ -464,8 +490,9 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
                                   key=lambda k: results[k[0]][k[1]]["val"]["f1"])
     bm, bs = results[best_model][best_budget], sat_results[best_model][best_budget]
     largest = max(cfg["budgets"], key=cfg["budgets"].get)
-    index = save_megafauna_models(profile, {k: trained[k] for k in {(best_model, best_budget), *((mn, largest) for mn in results)}},
-                                  results, seals, stats, cfg, default=(best_model, best_budget))
+    picks = deployment_picks(results)
+    index = save_megafauna_models(profile, {k: trained[k] for k in {*picks.values(), *((mn, largest) for mn in results)}},
+                                  results, seals, stats, cfg, picks)
     heat, dets = keep[(best_model, best_budget)]
     sat_heat = heat(sat)
     np.savez_compressed(out / "examples.npz", test_images=test.X[:16], test_heat=heat(test.subset(range(min(16, len(test))))),
@@ -507,7 +534,12 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
                                      "margin": results[fm][b]["f1"] - results["unet_scratch"][b]["f1"]}
                                  for b in budgets if {"teacher_frozen", "teacher_finetuned", "unet_scratch"} <= set(results)},
         },
-        "deployed": {"model": best_model, "budget": best_budget, "file": index["default"]},
+        "deployed": {"model": picks["default"][0], "budget": picks["default"][1], "file": index["default"],
+                     "selected_on": "validation F1 among the students (among every model when no student ran)",
+                     **{k: results[picks["default"][0]][picks["default"][1]][k] for k in ("precision", "recall", "f1", "ap",
+                                                                                          "threshold")}},
+        "task_models": index,
+        "distillation": distillation_block(results, budgets, student["arch"]) if student else None,
         "throughput": timings,
         "classical_polarity": {b: histories[f"classical/{b}"]["polarity"] for b in budgets} if "classical" in results else {},
     }
@@ -569,9 +601,10 @@ def model_tag(model_name: str, budget: str) -> str:
 
 
 def save_megafauna_models(profile: str, models: dict, results: dict, seals: DetImages, stats: dict, cfg: dict,
-                          default: tuple[str, str]) -> dict:
-    """Each (model, budget) as a task model under models/megafauna/ (card + weights), and index.json."""
-    from vhrfm.apps.taskmodel import save_task_model
+                          picks: dict[str, tuple[str, str]]) -> dict:
+    """Each (model, budget) as a task model under models/megafauna/ (card + weights), and index.json mapping each
+    name of ``picks`` (default, student, teacher, best_val) to a model."""
+    from vhrfm.apps.taskmodel import encoder_card, save_task_model
     from vhrfm.data.sources import SOURCES
 
     out = models_dir(profile) / "megafauna"
@@ -598,12 +631,9 @@ def save_megafauna_models(profile: str, models: dict, results: dict, seals: DetI
             "limits": "trained on degraded drone photographs of seals on land; satellite whales are out of distribution",
         }
         if kind == "segmenter":
-            enc = model.encoder.card
-            card["encoder"] = {"arch": enc["arch"], "arch_kwargs": enc.get("arch_kwargs", {}), "pretrained": "teacher",
-                               "frozen": model.frozen}
-            card["head_width"] = model.head.out.in_channels
+            card.update(encoder_card(name, model))
         save_task_model(out / card["name"], model, card)
-    index = {"default": model_tag(*default), "models": sorted(model_tag(*k) for k in models)}
+    index = {**{k: model_tag(*v) for k, v in picks.items()}, "models": sorted(model_tag(*k) for k in models)}
     (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     return index
 

@@ -159,14 +159,25 @@ def optimiser_with_encoder_scale(model, lr: float, weight_decay: float, encoder_
 
 
 def train_segmenter(model, tiles: SegTiles, *, steps: int, batch_size: int, lr: float, crop: int, seed: int,
-                    weight_decay: float = 1e-4, encoder_lr_scale: float = 1.0, progress: bool = True, desc: str = "train"):
-    """Binary cross-entropy on labelled pixels, random crops with D4 flips; returns the loss history."""
+                    weight_decay: float = 1e-4, encoder_lr_scale: float = 1.0, kd_teacher=None,
+                    kd_pool: SegTiles | None = None, kd_weight: float = 1.0, progress: bool = True, desc: str = "train"):
+    """Binary cross-entropy on labelled pixels, random crops with D4 flips; returns the loss history.
+
+    With ``kd_teacher`` (task-specific KD, :mod:`vhrfm.distill.task`): each step also draws a batch from
+    ``kd_pool`` (every training tile, labelled or not; its labels are not read) and adds ``kd_weight`` x the
+    pixel-wise KL between the teacher's and the model's probabilities."""
+    from vhrfm.distill.task import bernoulli_kd_loss
+
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt, sched = optimiser_with_encoder_scale(model, lr, weight_decay, encoder_lr_scale, steps)
     n, t = len(tiles), tiles.X.shape[-1]
     crop = min(crop, t)
     wl, wd = torch.from_numpy(tiles.wavelengths), torch.from_numpy(tiles.widths)
+    gsd = torch.full((batch_size,), tiles.gsd)
+    if kd_teacher is not None:
+        kd_pool = tiles if kd_pool is None else kd_pool
+        kd_teacher.eval()
     history = []
     model.train()
     for _ in tqdm(range(steps), desc=desc, disable=not progress):
@@ -175,11 +186,19 @@ def train_segmenter(model, tiles: SegTiles, *, steps: int, batch_size: int, lr: 
         x = torch.from_numpy(tiles.X[idx, :, r:r + crop, c:c + crop])
         y = torch.from_numpy(tiles.Y[idx, r:r + crop, c:c + crop].astype(np.int64))
         x, y = random_d4(rng, x, y)
-        logits = model(x.contiguous(), wl, torch.full((batch_size,), tiles.gsd), wd)[:, 0]
+        logits = model(x.contiguous(), wl, gsd, wd)[:, 0]
         lab = y != IGNORE
-        if not lab.any():
+        loss = (F.binary_cross_entropy_with_logits(logits[lab], (y[lab] == 1).float()) if lab.any()
+                else logits.sum() * 0.0)
+        if kd_teacher is not None:
+            kx = torch.from_numpy(kd_pool.X[rng.integers(0, len(kd_pool), batch_size), :, r:r + crop, c:c + crop])
+            (kx,) = random_d4(rng, kx)
+            kx = kx.contiguous()
+            with torch.no_grad():
+                tl = kd_teacher(kx, wl, gsd, wd)[:, 0]
+            loss = loss + kd_weight * bernoulli_kd_loss(model(kx, wl, gsd, wd)[:, 0], tl)
+        elif not lab.any():
             continue
-        loss = F.binary_cross_entropy_with_logits(logits[lab], (y[lab] == 1).float())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

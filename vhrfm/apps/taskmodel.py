@@ -123,6 +123,35 @@ class TaskModel:
         return torch.sigmoid(logits).numpy().astype(np.float32)
 
 
+def encoder_card(model_name: str, model) -> dict:
+    """The card fields of a learned any-band model (encoder + dense head): the encoder's architecture, where its
+    weights started (the teacher, a self-supervised KD student, or nothing) and whether it was frozen."""
+    enc = model.encoder.card
+    start = ("teacher" if model_name.startswith("teacher") else
+             None if model_name == "student_scratch" else f"kd_{enc['arch']} (self-supervised KD of the teacher)")
+    return {"encoder": {"arch": enc["arch"], "arch_kwargs": enc.get("arch_kwargs", {}), "pretrained": start,
+                        "frozen": model.frozen, "task_kd": model_name == "student_taskkd"},
+            "head_width": model.head.out.in_channels}
+
+
+def deployment_picks(results: dict, few_label: tuple[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """The (model, budget) behind each name of a task's ``index.json``, each chosen on validation F1 over every
+    budget: ``student`` (the best student variant), ``teacher`` (the best teacher variant), ``best_val`` (the best
+    of every model), ``few_label`` (given, optional); ``default`` (what `vhrfm predict` uses) is the student, or ``best_val``
+    when no student ran."""
+    from vhrfm.heads import STUDENT_MODELS, TEACHER_MODELS
+
+    def best(models):
+        cands = [(m, b) for m in models if m in results for b in results[m]]
+        return max(cands, key=lambda k: results[k[0]][k[1]]["val"]["f1"]) if cands else None
+
+    picks = {"best_val": best(results), "teacher": best(TEACHER_MODELS), "student": best(STUDENT_MODELS),
+             "few_label": few_label}
+    picks = {k: v for k, v in picks.items() if v is not None}
+    picks["default"] = picks.get("student", picks["best_val"])
+    return picks
+
+
 def build_net(card: dict) -> torch.nn.Module:
     from vhrfm.heads import Segmenter, SMPUNet
     from vhrfm.models import create_encoder
@@ -166,4 +195,4 @@ def load_task_model(path: str | Path, task: str | None = None) -> TaskModel:
     return TaskModel(card, net=net.eval())
 
 
-__all__ = ["TaskModel", "save_task_model", "load_task_model", "build_net", "card_path", "weights_path"]
+__all__ = ["TaskModel", "save_task_model", "load_task_model", "build_net", "encoder_card", "deployment_picks", "card_path", "weights_path"]

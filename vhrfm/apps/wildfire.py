@@ -1,8 +1,9 @@
 """Rapid wildfire mapping: burned-area segmentation with few labels, models compared in one run.
 
 Models (same tiles, same splits, same budgets): a classical spectral-index threshold, a U-Net trained
-from scratch (segmentation-models-pytorch), and the pretrained teacher with a light dense head, frozen
-and fine-tuned. The operating threshold of every model is chosen on validation (precision first) and
+from scratch (segmentation-models-pytorch), the pretrained teacher with a light dense head, frozen
+and fine-tuned, and a compact student with the same head: from scratch, fine-tuned from its self-supervised
+KD weights, and fine-tuned with task-specific KD from the teacher (:mod:`vhrfm.distill.task`). The operating threshold of every model is chosen on validation (precision first) and
 the metrics are reported on test.
 """
 
@@ -15,12 +16,14 @@ import numpy as np
 
 from vhrfm.apps.segmentation import (SegTiles, choose_threshold, label_budgets, load_seg_tiles, pr_curve, predict_probs,
                                      seg_metrics, train_segmenter)
+from vhrfm.apps.taskmodel import deployment_picks
 from vhrfm.config import load_profile, models_dir, results_dir
 from vhrfm.data.datasets import IGNORE, load_splits
 from vhrfm.data.normalize import load_stats, stats_key
-from vhrfm.heads import build_dense_model
+from vhrfm.distill.task import check_model_order, distillation_block, kd_kwargs, student_spec
+from vhrfm.heads import STUDENT_MODELS, TEACHER_MODELS, build_dense_model
 
-MODELS = ("classical", "unet_scratch", "teacher_frozen", "teacher_finetuned")
+MODELS = ("classical", "unet_scratch", *TEACHER_MODELS, *STUDENT_MODELS)
 
 
 # ----------------------------------------------------------------------------------------------- classical
@@ -122,6 +125,8 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
     norm_key = stats_key(cfg["sources"][0], str(tiles.rows["product"].iat[0]))
     entry = stats[norm_key]
     teacher = models_dir(profile) / "teacher.safetensors"
+    check_model_order(cfg["models"])
+    student = student_spec(profile, cfg) if set(cfg["models"]) & set(STUDENT_MODELS) else None
     results, curves, histories, timings = {}, {}, {}, {}
     test_probs, trained = {}, {}
     for model_name in cfg["models"]:
@@ -133,10 +138,11 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
                 predict = clf.predict
                 histories[f"{model_name}/{budget}"] = {"index": clf.name}
             else:
-                model = build_dense_model(model_name, tiles.X.shape[1], teacher, seed)
+                model = build_dense_model(model_name, tiles.X.shape[1], teacher, seed, student=student)
+                kd = kd_kwargs(model_name, results, trained, budget, train, cfg.get("kd_weight", 1.0))
                 h = train_segmenter(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                                     crop=cfg["crop"], seed=seed, encoder_lr_scale=cfg["encoder_lr_scale"],
-                                    progress=progress, desc=f"{model_name} {budget}")
+                                    progress=progress, desc=f"{model_name} {budget}", **kd)
                 histories[f"{model_name}/{budget}"] = {"loss": h}
                 predict = lambda t, m=model: predict_probs(m, t)  # noqa: E731
             train_s = time.perf_counter() - t0
@@ -158,12 +164,11 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
     small = [b for b, f in cfg["budgets"].items() if f <= 0.10]
     best_model, best_budget = max(((mn, b) for mn in results for b in small), key=lambda k: results[k[0]][k[1]]["val"]["f1"])
     bm = results[best_model][best_budget]
-    # the deployed model (`vhrfm predict` default): best validation F1 over every model and budget
-    deploy = max(((mn, b) for mn in results for b in results[mn]), key=lambda k: results[k[0]][k[1]]["val"]["f1"])
+    picks = deployment_picks(results, few_label=(best_model, best_budget))
+    deploy = picks["default"]
     largest = max(cfg["budgets"], key=cfg["budgets"].get)
-    keep = {deploy, (best_model, best_budget), *((mn, largest) for mn in results)}
-    saved = save_wildfire_models(profile, {k: trained[k] for k in keep}, results, tiles, entry, norm_key, cfg,
-                                 default=deploy, few_label=(best_model, best_budget))
+    keep = {*picks.values(), *((mn, largest) for mn in results)}
+    saved = save_wildfire_models(profile, {k: trained[k] for k in keep}, results, tiles, entry, norm_key, cfg, picks)
     np.savez_compressed(out / "test_predictions.npz", **{k.replace("/", "__"): v for k, v in test_probs.items()},
                         labels=test.Y, images=test.X)
     metrics = {
@@ -179,9 +184,11 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
         "classical_index": {b: histories[f"classical/{b}"]["index"] for b in budgets} if "classical" in results else {},
         "goal": goal_check(results, small, fm=("teacher_frozen", "teacher_finetuned"), baseline="unet_scratch",
                            best=(best_model, best_budget)),
-        "deployed": {"model": deploy[0], "budget": deploy[1], "selected_on": "validation F1, every model and budget",
-                     "file": saved["default"], **{k: results[deploy[0]][deploy[1]][k] for k in ("precision", "recall", "f1",
-                                                                                                "iou", "threshold")}},
+        "deployed": {"model": deploy[0], "budget": deploy[1], "file": saved["default"],
+                     "selected_on": "validation F1 among the students (among every model when no student ran)",
+                     **{k: results[deploy[0]][deploy[1]][k] for k in ("precision", "recall", "f1", "iou", "threshold")}},
+        "task_models": saved,
+        "distillation": distillation_block(results, budgets, student["arch"]) if student else None,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     (out / "curves.json").write_text(json.dumps({"pr": curves, "loss": {k: v.get("loss") for k, v in histories.items()}}) + "\n")
@@ -212,10 +219,10 @@ def model_tag(model_name: str, budget: str) -> str:
 
 
 def save_wildfire_models(profile: str, models: dict, results: dict, tiles: SegTiles, norm_entry: dict, norm_key: str,
-                         cfg: dict, default: tuple[str, str], few_label: tuple[str, str]) -> dict:
+                         cfg: dict, picks: dict[str, tuple[str, str]]) -> dict:
     """Write each (model, budget) as a task model (card + weights) under models/wildfire/, and index.json
-    naming the default (deployed) and the few-label model; returns that index."""
-    from vhrfm.apps.taskmodel import save_task_model
+    mapping each name of ``picks`` (default, student, teacher, best_val, few_label) to a model; returns that index."""
+    from vhrfm.apps.taskmodel import encoder_card, save_task_model
     from vhrfm.data.sources import SOURCES
 
     out = models_dir(profile) / "wildfire"
@@ -239,13 +246,9 @@ def save_wildfire_models(profile: str, models: dict, results: dict, tiles: SegTi
             "limits": "trained on one 10 m Sentinel-2 true-colour fire event (EMSR382); VHR use is out of distribution",
         }
         if kind == "segmenter":
-            enc = model.encoder.card
-            card["encoder"] = {"arch": enc["arch"], "arch_kwargs": enc.get("arch_kwargs", {}), "pretrained": "teacher",
-                               "frozen": model.frozen}
-            card["head_width"] = model.head.out.in_channels
+            card.update(encoder_card(model_name, model))
         save_task_model(out / card["name"], model, card)
-    index = {"default": model_tag(*default), "few_label": model_tag(*few_label),
-             "models": sorted(model_tag(*k) for k in models)}
+    index = {**{k: model_tag(*v) for k, v in picks.items()}, "models": sorted(model_tag(*k) for k in models)}
     (out / "index.json").write_text(json.dumps(index, indent=1) + "\n")
     return index
 

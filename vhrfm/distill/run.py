@@ -1,32 +1,62 @@
-"""The distillation stage: self-supervised KD of the teacher into each student, the same students trained with
-SSL from scratch, chapter-1 probes for all, and every model's efficiency measured on this machine."""
+"""The distillation chapter in two stages.
+
+``vhrfm.distill.train.train_students`` (stage ``distill``): self-supervised KD of the teacher into each student, and the same students
+trained with SSL from scratch, on the unlabeled corpus. The applications then train each task's student variants
+(:mod:`vhrfm.distill.task`). ``run_distillation`` (stage ``distillation``, after the applications): chapter-1
+probes for all encoders, every model's efficiency measured on this machine, and the task F1 of the students
+gathered from the applications' metrics."""
 
 from __future__ import annotations
 
 import json
-import time
 
 from vhrfm.checkpoint import load_encoder
 from vhrfm.config import load_profile, models_dir, results_dir
-from vhrfm.data.sources import SOURCES
 from vhrfm.ssl.evaluate import mean_over_tasks, probe_all, probe_tasks, random_encoder
-from vhrfm.ssl.run import corpus_for, method_config
-from vhrfm.ssl.train import pretrain
 
 # the probe band set for efficiency figures: Pleiades RGB at 0.5 m (the aircraft task's imagery)
 EFFICIENCY_BANDS = {"sensor": "pleiades", "bands": ("red", "green", "blue"), "gsd": 0.5}
 
 
-def kd_config(profile: str, student: str, objective: str) -> dict:
-    """Pretraining settings of the profile with the distillation section's overrides, for one student."""
-    d = load_profile(profile)["distill"]
-    _, base = method_config(profile, next(iter(load_profile(profile)["pretrain"]["methods"])))
-    cfg = {**base, "encoder": student, "steps": d["steps"], "batch_size": d["batch_size"], "crop": d["crop"], "lr": d["lr"],
-           "warmup_steps": d["warmup_steps"], "ckpt_every": d["steps"], "log_every": max(1, d["steps"] // 20)}
-    if objective == "distill":
-        cfg.update(teacher=str(models_dir(profile) / "teacher.safetensors"), cos_weight=d["cos_weight"],
-                   rel_weight=d["rel_weight"])
-    return cfg
+def task_f1(profile: str, task: str, student: str) -> dict | None:
+    """The student's task-KD F1 and the distilled teacher's at the task's largest label budget, from the task's
+    metrics (None when the task has not run, or ran another student)."""
+    path = results_dir(profile) / task / "metrics.json"
+    if not path.exists():
+        return None
+    block = json.loads(path.read_text()).get("distillation") or {}
+    if block.get("student") != student or not block.get("by_budget"):
+        return None
+    budgets = load_profile(profile)[task]["budgets"]
+    b = max(block["by_budget"], key=lambda k: budgets.get(k, 0))
+    return {"budget": b, **block["by_budget"][b]}
+
+
+def task_scores(profile: str, student: str) -> dict:
+    """``f1_wildfire``, ``f1_megafauna`` (task-KD student, largest budget, test), and ``f1_retained``: the
+    student's F1 over the distilled teacher's, averaged over the tasks (None where a task has no such run)."""
+    rows = {t: task_f1(profile, t, student) for t in ("wildfire", "megafauna")}
+    ratios = [r["f1_retained"] for r in rows.values() if r and r.get("f1_retained") is not None]
+    return {"f1_wildfire": rows["wildfire"]["student_taskkd_f1"] if rows["wildfire"] else None,
+            "f1_megafauna": rows["megafauna"]["student_taskkd_f1"] if rows["megafauna"] else None,
+            "f1_retained": sum(ratios) / len(ratios) if len(ratios) == 2 else None,
+            "task_kd": rows}
+
+
+def goal_check(students: dict, max_params: int = 2_000_000, max_int8_mb: float = 5.0, min_speedup: float = 20.0,
+               min_retained: float = 0.95) -> dict:
+    """The chapter's goal per student: <= ``max_params`` parameters, <= ``max_int8_mb`` MB in int8, >= ``min_speedup``
+    x the teacher's CPU speed (PyTorch, batch 1), and >= ``min_retained`` of the teacher's task F1 on *each* task."""
+    rows = {}
+    for name, v in students.items():
+        per_task = [r["f1_retained"] if r and r.get("f1_retained") is not None else None for r in v["task_kd"].values()]
+        rows[name] = {"params_ok": v["params"] <= max_params, "size_ok": v["size_mb_int8"] <= max_int8_mb,
+                      "speed_ok": v["speedup_vs_teacher"] >= min_speedup,
+                      "f1_ok": None if None in per_task else all(r >= min_retained for r in per_task)}
+        rows[name]["met"] = all(rows[name].values())
+    return {"students": rows, "met": any(r["met"] for r in rows.values()),
+            "targets": {"params": max_params, "size_mb_int8": max_int8_mb, "speedup_vs_teacher": min_speedup,
+                        "f1_retained_each_task": min_retained}}
 
 
 def run_distillation(profile: str, progress: bool = True) -> dict:
@@ -38,21 +68,8 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
     out_models = models_dir(profile) / "distill"
     out = results_dir(profile) / "distillation"
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    corpus, stats = corpus_for(profile, progress)
-    used = {pc.key for pc in corpus.products}
-    extra = {"training_data": [{"source": s.id, "licence": s.licence, "attribution": s.attribution}
-                               for s in SOURCES.values() if any(k.startswith(s.id + "/") for k in used)],
-             "normalisation": {k: {f: stats[k][f] for f in ("sensor", "bands", "wavelengths", "mean", "std")} for k in sorted(used)},
-             "command": f"dvc repro distill@{profile}"}
-    runs = {}
-    for student in d["students"]:
-        for kind, objective in (("kd", "distill"), ("ssl", "contrastive")):
-            name = f"{kind}_{student}"
-            runs[name] = pretrain(name, objective, kd_config(profile, student, objective), corpus, out_models, seed=seed,
-                                  card_extra={**extra, "distilled_from": "teacher" if kind == "kd" else None},
-                                  progress=progress)
-    train_s = time.perf_counter() - t0
+    training = json.loads((out_models / "training.json").read_text())
+    runs, train_s = training["runs"], training["training_seconds"]
     teacher = load_encoder(models_dir(profile) / "teacher.safetensors")
     encoders = {"teacher": teacher}
     for student in d["students"]:
@@ -83,17 +100,19 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
             "probe_linear_acc_ssl_scratch": mean_over_tasks(probe, f"ssl_{s}"),
             "probe_linear_acc_random": mean_over_tasks(probe, f"random_{s}"),
             "probe_retained": mean_over_tasks(probe, f"kd_{s}") / mean_over_tasks(probe, "teacher"),
-            # task-specific KD (wildfire, megafauna) is the next slice: not measured yet
-            "f1_wildfire": None, "f1_megafauna": None, "f1_retained": None,
+            **task_scores(profile, s),
         }
+    teacher_f1 = {f"f1_{t}": next((v["task_kd"][t]["teacher_f1"] for v in students.values() if v["task_kd"][t]), None)
+                  for t in ("wildfire", "megafauna")}
     metrics = {
         "profile": profile, "teacher_encoder": teacher.card["arch"], "bands_for_efficiency": EFFICIENCY_BANDS,
-        "input_px": d["bench_size"], "teacher": {**eff["teacher"], "probe_linear_acc": mean_over_tasks(probe, "teacher")},
-        "students": students,
+        "input_px": d["bench_size"],
+        "teacher": {**eff["teacher"], "probe_linear_acc": mean_over_tasks(probe, "teacher"), **teacher_f1},
+        "students": students, "goal": goal_check(students),
         "probe": {t: {m: {k: r[k] for k in ("linear_acc", "ci95", "knn_acc", "linear_val_acc", "n_test")} for m, r in by.items()}
                   for t, by in probe.items()},
         "tasks_left_out": dropped,
-        "training": {n: {k: r[k] for k in ("steps", "final_loss", "seconds_this_run")} for n, r in runs.items()},
+        "training": runs,
         "training_seconds": round(train_s, 1),
         "efficiency_raw": eff,
     }
@@ -101,4 +120,4 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
     return metrics
 
 
-__all__ = ["run_distillation", "kd_config", "EFFICIENCY_BANDS"]
+__all__ = ["run_distillation", "goal_check", "task_f1", "task_scores", "EFFICIENCY_BANDS"]
