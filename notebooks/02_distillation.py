@@ -45,7 +45,8 @@ from IPython.display import display
 from vhrfm.config import load_profile, results_dir
 from vhrfm.distill.run import run_distillation
 
-cfg = load_profile(profile)["distill"]
+cfg_all = load_profile(profile)
+cfg = cfg_all["distill"]
 out = results_dir(profile) / "distillation"
 fig_dir = out / "figures"
 fig_dir.mkdir(parents=True, exist_ok=True)
@@ -104,8 +105,10 @@ for task in ("wildfire", "megafauna"):
     tm = json.loads((results_dir(profile) / task / "metrics.json").read_text())
     block = tm.get("distillation") or {}
     for b, r in (block.get("by_budget") or {}).items():
-        task_rows.append({"task": task, "budget": b, "student": block["student"], **r})
+        task_rows.append({"task": task, "budget": b, "fraction": cfg_all[task]["budgets"][b], "student": block["student"], **r})
 task_kd = pd.DataFrame(task_rows)
+if len(task_kd):
+    task_kd = task_kd.sort_values(["task", "fraction"], ascending=[False, True]).drop(columns="fraction")
 display(task_kd.round(3) if len(task_kd) else "no task-KD runs in the application metrics")
 display(pd.DataFrame({s: {k: v[k] for k in ("f1_wildfire", "f1_megafauna", "f1_retained")} for s, v in metrics["students"].items()}).T)
 print("teacher F1 (largest budget):", {k: metrics["teacher"].get(k) for k in ("f1_wildfire", "f1_megafauna")})

@@ -200,13 +200,16 @@ display(pd.DataFrame({"whole scene (CLI), test pixels": scene_check["test_pixels
                       f"tiles, test ({dep['model']} {dep['budget']})": {k: tile_based[k] for k in scene_check["test_pixels"]}}).T.round(3))
 
 # %% [markdown]
-# What an analyst would read off the summary: the burned area. `area_km2` counts every pixel called
-# burned, including clouds, smoke and sea, which the labels leave out; the columns below compare the
-# predicted and labelled burned area on labelled pixels only, and give the share of cloud / smoke /
-# shadow pixels called burned.
+# What an analyst would read off the summary: the burned area. Bright clouds are flagged by the cloud
+# rule in the model's card (fitted on the training tiles' cloud masks: a pixel bright in every visible
+# band, with at most a set share of labelled pixels flagged) and written as unknown; `cloud_km2` is their
+# area. `area_km2` counts every other pixel called burned, including shadows, thin smoke and sea, which
+# the labels leave out; the columns below compare the predicted and labelled burned area on labelled
+# pixels only, and give the share of the ignored (cloud / smoke / shadow) pixels still called burned.
 
 # %%
-display(pd.DataFrame(scene_check["scenes"]).set_index("scene")[["area_km2", "predicted_burned_km2_on_labelled",
+print("cloud rule:", json.dumps(metrics.get("cloud_rule"), indent=1))
+display(pd.DataFrame(scene_check["scenes"]).set_index("scene")[["area_km2", "cloud_km2", "predicted_burned_km2_on_labelled",
                                                                 "labelled_burned_km2", "positive_fraction_in_ignored"]])
 
 # %% [markdown]

@@ -50,3 +50,20 @@ def test_smoke_paper_renders_from_the_smoke_metrics(real_data, tmp_path):
     assert "<table>" in html and "data:image/png;base64" in html
     metrics = json.loads((res / "data" / "metrics.json").read_text())
     assert f"holds {metrics['totals']['images']} real images" in md
+
+
+def test_budget_order_and_unmeasured_values():
+    from vhrfm.paper import NOT_MEASURED, by_budget, num, pct
+
+    assert [k for k, _ in by_budget({"1%": 0, "10%": 1, "100%": 2, "5%": 3})] == ["1%", "5%", "10%", "100%"]
+    assert by_budget({"all": 1, "25%": 2})[0][0] == "25%"
+    assert pct(None) == num(None) == NOT_MEASURED and pct(0.1234) == "12.3 %" and num(2.0, 1) == "2.0"
+
+
+def test_readme_results_table_is_current():
+    """The README's results table is generated from the committed cpu metrics (`vhrfm readme`); stale = failure."""
+    from vhrfm.paper import results_table, update_readme
+
+    table = results_table("cpu")
+    assert table.count("\n") >= 6 and "pretraining" in table and "megafauna" in table
+    assert update_readme(check=True), "README results table is stale: run `vhrfm readme` after `dvc repro`"

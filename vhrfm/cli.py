@@ -154,6 +154,8 @@ def predict(scene: Path = typer.Argument(..., help="A scene (GeoTIFF; wildfire n
             gsd: Optional[float] = typer.Option(None, help="megafauna: metres per pixel for a scene without CRS "
                                                 "(points are then written in pixel coordinates)."),
             no_map: bool = typer.Option(False, "--no-map", help="Skip the folium map and the PNG preview."),
+            cloud_mask: bool = typer.Option(True, help="wildfire: leave pixels the model card's cloud rule flags out of the "
+                                            "mask (nodata) and the burned area."),
             profile: str = PROFILE,
             quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar.")):
     """Map a whole scene with a task model, streamed in overlapping windows (memory does not grow with its size).
@@ -172,8 +174,8 @@ def predict(scene: Path = typer.Argument(..., help="A scene (GeoTIFF; wildfire n
         summary = predict_points_scene(scene, m, out_dir, gsd=gsd, **kw)
         keys = ("scene", "model", "threshold", "count", "gsd_m", "runtime_s", "mpx_per_s", "peak_rss_mb", "notes")
     else:
-        summary = predict_scene(scene, m, out_dir, min_area_m2=min_area_m2, **kw)
-        keys = ("scene", "model", "threshold", "area_km2", "polygons", "runtime_s", "mpx_per_s", "peak_rss_mb", "notes")
+        summary = predict_scene(scene, m, out_dir, min_area_m2=min_area_m2, cloud_mask=cloud_mask, **kw)
+        keys = ("scene", "model", "threshold", "area_km2", "cloud_km2", "polygons", "runtime_s", "mpx_per_s", "peak_rss_mb", "notes")
     typer.echo(json.dumps({k: summary[k] for k in keys}))
     typer.echo(f"outputs in {out_dir}: " + ", ".join(summary["outputs"].values()))
 
@@ -184,6 +186,29 @@ def paper(profile: str = PROFILE):
     from vhrfm.paper import render
 
     typer.echo(str(render(profile)))
+
+
+@app.command()
+def readme(check: bool = typer.Option(False, help="Only check that the README's results table is current (exit 1 if not)."),
+           profile: str = PROFILE):
+    """Write the README's results table from results/*/metrics.json (run after `dvc repro`)."""
+    from vhrfm.paper import update_readme
+
+    ok = update_readme(profile=profile, check=check)
+    if check and not ok:
+        typer.echo("README results table is stale: run `vhrfm readme`", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_cmd(profile: str = PROFILE,
+               out: Optional[Path] = typer.Option(None, "--out", "-o", help="Release folder (default: release/PROFILE); replaced whole."),
+               onnx: bool = typer.Option(True, help="Export ONNX graphs of the encoders (RGB) and task models (their bands).")):
+    """Gather the release: weights (safetensors), ONNX graphs, model cards, the data card, the paper, CITATION.cff,
+    with SHA-256 checksums (release/PROFILE/SHA256SUMS; `sha256sum -c SHA256SUMS` checks them)."""
+    from vhrfm.release import export_release
+
+    typer.echo(json.dumps(export_release(profile, out or Path("release") / profile, onnx=onnx)))
 
 
 def main() -> None:

@@ -319,11 +319,13 @@ def predict_array(model: TaskModel, image: np.ndarray, gsd: float, *, tile: int 
 
 def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, tile: int | None = None, overlap: int = 32,
                   batch_size: int = 8, threshold: float | None = None, min_area_m2: float | None = None,
-                  simplify_px: float = 1.0, write_map: bool = True, progress: bool = True,
+                  simplify_px: float = 1.0, write_map: bool = True, progress: bool = True, cloud_mask: bool = True,
                   fail_after_tiles: int | None = None) -> dict:
     """Map one scene with ``model``; returns the summary (also written as JSON). See the module docstring.
 
-    ``min_area_m2`` drops polygons smaller than this (default: 4 pixels). ``fail_after_tiles`` raises
+    ``min_area_m2`` drops polygons smaller than this (default: 4 pixels). With ``cloud_mask`` and a cloud rule in
+    the model's card, pixels the rule flags are written as unknown (nodata) in the mask and left out of the burned
+    area and polygons; the probability raster keeps them. ``fail_after_tiles`` raises
     after that many tiles (tests use it to prove that nothing partial is left behind).
     """
     t_start = time.perf_counter()
@@ -339,8 +341,8 @@ def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, t
         crs, transform = src.crs, src.transform
         grid = tile_grid(H, W, tile, min(overlap, tile - 1) if tile > 1 else 0)
         with staged_outputs(out_dir) as stage:
-            n_valid = n_pos = 0
-            area_m2 = 0.0
+            n_valid = n_pos = n_cloud = 0
+            area_m2 = cloud_m2 = 0.0
             prob_path, mask_path = stage / f"{stem}_prob.tif", stage / f"{stem}_mask.tif"
             tags = {"model": model.card.get("name", ""), "task": model.card.get("task", ""), "threshold": thr,
                     "software": "vhrfm"}
@@ -354,19 +356,23 @@ def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, t
                 for b0, (batch, raw, valid) in zip(range(0, len(grid), batch_size), iter_batches(src, grid, tile, batch_size)):
                     t1 = time.perf_counter()
                     prob = model.probs(raw, gsd=gsd, valid=valid)
+                    clouds = model.cloud(raw) if cloud_mask else None
+                    clouds = np.zeros_like(valid) if clouds is None else clouds & valid
                     t2 = time.perf_counter()
-                    for t, p, v in zip(batch, prob, valid):
+                    for t, p, v, cl in zip(batch, prob, valid, clouds):
                         h, w = int(t.window.height), int(t.window.width)
-                        p, v = p[:h, :w], v[:h, :w]
+                        p, v, cl = p[:h, :w], v[:h, :w], cl[:h, :w]
                         rs, cs = t.core_in_tile()
-                        core_v, core_p = v[rs, cs], p[rs, cs]
-                        pos = (core_p >= thr) & core_v
+                        core_v, core_p, core_c = v[rs, cs], p[rs, cs], cl[rs, cs]
+                        pos = (core_p >= thr) & core_v & ~core_c
                         ps.add(t, np.where(v, p, PROB_NODATA).astype(np.float32))
-                        ms.add(t, np.where(v, p >= thr, MASK_NODATA).astype(np.uint8))
+                        ms.add(t, np.where(v & ~cl, p >= thr, MASK_NODATA).astype(np.uint8))
                         n_valid += int(core_v.sum())
                         n_pos += int(pos.sum())
+                        n_cloud += int(core_c.sum())
                         areas = row_pixel_areas_m2(src, int(t.core.row_off), int(t.core.height))
                         area_m2 += float((pos.sum(1) * areas).sum())
+                        cloud_m2 += float((core_c.sum(1) * areas).sum())
                     timing["read_s"] += t1 - t0
                     timing["model_s"] += t2 - t1
                     t0 = time.perf_counter()
@@ -393,6 +399,10 @@ def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, t
             timing["map_s"] = time.perf_counter() - t4
             total = time.perf_counter() - t_start
             notes = _distribution_notes(model, gsd)
+            if n_cloud:
+                notes.append(f"{n_cloud / max(n_valid, 1):.1%} of the valid pixels flagged as cloud (bright in every visible "
+                             "band; the card's rule) and left out of the burned area: written as nodata in the mask "
+                             "(--no-cloud-mask keeps them)")
             summary = {
                 "scene": str(scene), "task": model.card.get("task"), "model": model.card.get("name"),
                 "model_kind": model.card.get("kind"), "threshold": thr,
@@ -401,6 +411,8 @@ def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, t
                 "valid_pixels": n_valid, "positive_pixels": n_pos,
                 "positive_fraction_of_valid": round(n_pos / n_valid, 6) if n_valid else 0.0,
                 "area_km2": round(area_m2 / 1e6, 6), "polygons": int(len(gdf)),
+                "cloud_pixels": n_cloud, "cloud_km2": round(cloud_m2 / 1e6, 6),
+                "cloud_rule": model.card.get("cloud_mask") if cloud_mask else None,
                 "polygons_area_km2": round(float(gdf.area_m2.sum()) / 1e6, 6) if len(gdf) else 0.0,
                 "runtime_s": round(total, 6), "mpx_per_s": round(H * W / 1e6 / total, 3),
                 "model_mpx_per_s": round(H * W / 1e6 / max(timing["model_s"], 1e-9), 3),

@@ -98,6 +98,21 @@ class TaskModel:
                 "trained_bands": self.card.get("trained_bands", self.card["bands"])}
         return TaskModel(card, self.net)
 
+    def cloud(self, raw: np.ndarray) -> np.ndarray | None:
+        """Pixels the card's cloud rule flags (N, H, W), or None when the card has none.
+
+        The rule (fitted by :func:`vhrfm.apps.wildfire.fit_cloud_rule`) flags pixels bright in every visible band:
+        the minimum over those bands of the normalised value above ``min_z``. Normalised values, so the rule
+        follows a scene normalised by its own statistics (``for_bands``)."""
+        rule = self.card.get("cloud_mask")
+        if not rule:
+            return None
+        x = self.normalise(raw)
+        vis = [i for i, w in enumerate(self.card["wavelengths"]) if 400.0 <= float(w) <= 700.0]
+        if not vis:
+            return None
+        return x[:, vis].min(1) > float(rule["min_z"])
+
     @torch.no_grad()
     def probs(self, raw: np.ndarray, gsd: float | None = None, valid: np.ndarray | None = None) -> np.ndarray:
         """Probabilities of the positive class; invalid pixels (``valid`` False) are zeroed before the model."""

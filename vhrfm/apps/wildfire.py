@@ -3,8 +3,10 @@
 Models (same tiles, same splits, same budgets): a classical spectral-index threshold, a U-Net trained
 from scratch (segmentation-models-pytorch), the pretrained teacher with a light dense head, frozen
 and fine-tuned, and a compact student with the same head: from scratch, fine-tuned from its self-supervised
-KD weights, and fine-tuned with task-specific KD from the teacher (:mod:`vhrfm.distill.task`). The operating threshold of every model is chosen on validation (precision first) and
-the metrics are reported on test.
+KD weights, and fine-tuned with task-specific KD from the teacher (:mod:`vhrfm.distill.task`). The operating
+threshold of every model is chosen on validation (precision first) and the metrics are reported on test. A
+bright-cloud rule fitted on the training tiles' cloud masks goes into every task-model card: whole-scene
+prediction writes the pixels it flags as unknown instead of burned or unburned.
 """
 
 from __future__ import annotations
@@ -106,6 +108,25 @@ class ClassicalIndex:
         return {"type": "spectral_index", "index": self.name, "range": [float(v) for v in self.range]}
 
 
+def fit_cloud_rule(tiles: SegTiles, max_flagged: float = 0.005) -> dict:
+    """A bright-cloud rule from the tiles' ignore masks (clouds, smoke, shadows): flag a pixel when its minimum
+    normalised value over the visible bands exceeds ``min_z``, the lowest threshold that flags at most
+    ``max_flagged`` of the labelled (burned or unburned) pixels. Returns the rule and what it catches on these
+    tiles. Dark shadows and thin smoke are not caught by design: they look like burn scars in true colour."""
+    vis = [i for i, w in enumerate(tiles.wavelengths) if 400.0 <= float(w) <= 700.0]
+    if not vis:
+        raise ValueError("no visible band: a brightness cloud rule needs at least one band in 400-700 nm")
+    z = tiles.X[:, vis].min(1)
+    lab, ign = tiles.Y != IGNORE, tiles.Y == IGNORE
+    min_z = float(np.quantile(z[lab], 1.0 - max_flagged, method="higher"))  # a data value: "> min_z" stays within budget
+    flagged = z > min_z
+    return {"type": "bright_visible", "min_z": min_z, "max_flagged_labelled": max_flagged,
+            "flagged_labelled": float(flagged[lab].mean()),
+            "flagged_burned": float(flagged[tiles.Y == 1].mean()) if (tiles.Y == 1).any() else 0.0,
+            "caught_ignored": float(flagged[ign].mean()) if ign.any() else None,
+            "fitted_on": "the ignore (cloud / smoke / shadow) masks of every training tile"}
+
+
 # ----------------------------------------------------------------------------------------------- experiment
 
 
@@ -168,7 +189,9 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
     deploy = picks["default"]
     largest = max(cfg["budgets"], key=cfg["budgets"].get)
     keep = {*picks.values(), *((mn, largest) for mn in results)}
-    saved = save_wildfire_models(profile, {k: trained[k] for k in keep}, results, tiles, entry, norm_key, cfg, picks)
+    cloud = fit_cloud_rule(train, cfg.get("cloud_max_flagged", 0.005))
+    saved = save_wildfire_models(profile, {k: trained[k] for k in keep}, results, tiles, entry, norm_key, cfg, picks,
+                                 cloud=cloud)
     np.savez_compressed(out / "test_predictions.npz", **{k.replace("/", "__"): v for k, v in test_probs.items()},
                         labels=test.Y, images=test.X)
     metrics = {
@@ -188,6 +211,7 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
                      "selected_on": "validation F1 among the students (among every model when no student ran)",
                      **{k: results[deploy[0]][deploy[1]][k] for k in ("precision", "recall", "f1", "iou", "threshold")}},
         "task_models": saved,
+        "cloud_rule": cloud,
         "distillation": distillation_block(results, budgets, student["arch"]) if student else None,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
@@ -219,7 +243,7 @@ def model_tag(model_name: str, budget: str) -> str:
 
 
 def save_wildfire_models(profile: str, models: dict, results: dict, tiles: SegTiles, norm_entry: dict, norm_key: str,
-                         cfg: dict, picks: dict[str, tuple[str, str]]) -> dict:
+                         cfg: dict, picks: dict[str, tuple[str, str]], cloud: dict | None = None) -> dict:
     """Write each (model, budget) as a task model (card + weights) under models/wildfire/, and index.json
     mapping each name of ``picks`` (default, student, teacher, best_val, few_label) to a model; returns that index."""
     from vhrfm.apps.taskmodel import encoder_card, save_task_model
@@ -245,6 +269,8 @@ def save_wildfire_models(profile: str, models: dict, results: dict, tiles: SegTi
             "profile": profile, "command": f"dvc repro wildfire@{profile}",
             "limits": "trained on one 10 m Sentinel-2 true-colour fire event (EMSR382); VHR use is out of distribution",
         }
+        if cloud:
+            card["cloud_mask"] = cloud
         if kind == "segmenter":
             card.update(encoder_card(model_name, model))
         save_task_model(out / card["name"], model, card)
@@ -334,6 +360,7 @@ def run_scene_check(profile: str, progress: bool = False) -> dict:
                            "labelled_burned_km2": round(float(a[0] + a[2]) * px_km2, 3),
                            "predicted_burned_km2_on_labelled": round(float(a[0] + a[1]) * px_km2, 3),
                            "positive_fraction_in_ignored": round(positive_in_ignored(pred, y), 4),
+                           "cloud_km2": s.get("cloud_km2", 0.0),
                            **{k: s[k] for k in ("width", "height", "area_km2", "polygons", "runtime_s", "mpx_per_s",
                                                 "peak_rss_mb", "threshold")}})
     metrics_path = out / "metrics.json"
@@ -343,7 +370,8 @@ def run_scene_check(profile: str, progress: bool = False) -> dict:
                         "all_labelled_pixels": {k: round(v, 6) for k, v in scores_from_confusion(every).items()},
                         "what": "whole scenes mapped by `vhrfm predict` code; scored on the test split's labelled pixels, "
                                 "and on every labelled pixel (training pixels included: optimistic); area_km2 counts "
-                                "every pixel called burned, clouds and sea included"}
+                                "every pixel called burned except those the card's cloud rule flags (cloud_km2): "
+                                "sea, shadows and thin smoke included"}
     metrics_path.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     return metrics["scene"]
 
@@ -355,5 +383,5 @@ def load_test_predictions(profile: str) -> dict:
 
 
 __all__ = ["MODELS", "ClassicalIndex", "spectral_indices", "change_indices", "run_wildfire", "load_test_predictions",
-           "save_wildfire_models", "model_tag", "goal_check",
+           "save_wildfire_models", "fit_cloud_rule", "model_tag", "goal_check",
            "scene_labels", "split_pixels", "read_scene_output", "scene_split_confusion", "positive_in_ignored", "run_scene_check"]
