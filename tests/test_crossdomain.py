@@ -34,6 +34,10 @@ def test_detector_trains_on_alternating_domains():
     h = train_detector(model, [rgb, pan], steps=4, batch_size=2, lr=1e-3, sigma_m=0.45, seed=0, progress=False)
     assert len(h) == 4 and np.isfinite(h).all()
     assert seen == [(3, 0.3), (1, 0.5), (3, 0.3), (1, 0.5)]  # one domain per batch, alternating, own bands and GSD
+    sizes = []
+    model.forward = lambda x, wl, gsd, wd=None: (sizes.append(tuple(x.shape[-2:])), orig(x, wl, gsd, wd))[1]
+    train_detector(model, [rgb, pan], steps=2, batch_size=2, lr=1e-3, sigma_m=0.45, seed=0, crop=16, progress=False)
+    assert sizes == [(16, 16), (16, 16)]
 
 
 def test_leave_one_chip_out_never_predicts_a_chip_with_a_model_trained_on_it(monkeypatch):

@@ -4,11 +4,19 @@ committed smoke metrics within a stated tolerance).
 `make test` runs the smoke pipeline before pytest. On a fresh clone every smoke stage really runs (DVC outputs
 are not in git), so its metrics files are regenerated and compared here with the committed ones; in a working
 copy where nothing changed they are the committed files themselves.
+
+The stated tolerance: on the machine that produced the committed metrics (same CPU model and instruction
+sets, thread count, torch / numpy versions: ``results/smoke/data/environment.json``, written by the ``prepare``
+stage), every number agrees within 1e-6 and every string exactly. On another machine, floating-point kernels
+take other code paths and a seeded run is not bit-for-bit the same (a chosen threshold or model can flip), so
+there the metrics must have the same structure (every key present on both sides), and the numbers that differ
+are reported as a warning rather than failing the run.
 """
 
 import json
 import re
 import subprocess
+import warnings
 
 import pytest
 
@@ -29,7 +37,7 @@ def diff_metrics(a, b, tol: float = TOLERANCE, path: str = "") -> list[str]:
             if TIMING.search(str(k)):
                 continue
             if k not in a or k not in b:
-                out.append(f"{path}/{k}: only in {'new' if k not in a else 'committed'}")
+                out.append(f"{path}/{k}: only in {'committed' if k not in a else 'new'}")
             else:
                 out += diff_metrics(a[k], b[k], tol, f"{path}/{k}")
         return out
@@ -48,26 +56,57 @@ def test_diff_metrics_ignores_timings_only():
     assert diff_metrics(a, {**a, "f1": 0.5 + 1e-9}) == []
     assert diff_metrics(a, {**a, "f1": 0.51}) == ["/f1: 0.5 != 0.51 (tolerance 1e-06)"]
     assert diff_metrics(a, {**a, "model": "teacher"}) and diff_metrics(a, {**a, "n": [1]})
-    assert diff_metrics(a, {k: v for k, v in a.items() if k != "f1"}) == ["/f1: only in committed"]
+    assert diff_metrics(a, {k: v for k, v in a.items() if k != "f1"}) == ["/f1: only in new"]
+    assert diff_metrics({k: v for k, v in a.items() if k != "f1"}, a) == ["/f1: only in committed"]
 
 
 def _git(*args) -> str:
     return subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True, check=True).stdout
 
 
+def structural(differences: list[str]) -> list[str]:
+    """The differences that are about keys (present on one side only) or list lengths, not values."""
+    return [d for d in differences if ": only in " in d or ": length " in d]
+
+
+def test_structural_picks_keys_and_lengths_only():
+    a = {"f1": 0.5, "n": [1, 2], "best": "unet"}
+    assert structural(diff_metrics(a, {**a, "f1": 0.6, "best": "teacher"})) == []
+    assert structural(diff_metrics(a, {**a, "n": [1]})) == ["/n: length 2 != 1"]
+    assert structural(diff_metrics(a, {"f1": 0.5, "n": [1, 2]})) == ["/best: only in new"]
+
+
+def committed_on_this_machine() -> bool:
+    """Whether the committed smoke metrics were computed on a machine like this one (see the module docstring)."""
+    from vhrfm.provenance import machine_fingerprint
+
+    try:
+        committed = json.loads(_git("show", "HEAD:results/smoke/data/environment.json"))
+    except subprocess.CalledProcessError:
+        return False
+    return committed == machine_fingerprint()
+
+
 def test_smoke_metrics_match_the_committed_ones(real_data):
     files = _git("ls-files", "results/smoke").split()
     metrics = [f for f in files if f.endswith("metrics.json")]
     assert len(metrics) >= 6, metrics
-    problems = {}
+    strict = committed_on_this_machine()
+    problems, drift = {}, {}
     for f in metrics:
         path = project_root() / f
         if not path.exists():
             pytest.fail(f"{f} missing: run the smoke pipeline (make repro-smoke; make test does)")
         d = diff_metrics(json.loads(path.read_text()), json.loads(_git("show", f"HEAD:{f}")))
-        if d:
-            problems[f] = d[:5]
-    assert not problems, problems
+        bad = d if strict else structural(d)
+        if bad:
+            problems[f] = bad[:5]
+        if d and not strict:
+            drift[f] = d[:3]
+    assert not problems, ("same machine as the committed metrics: " if strict else "structure: ") + str(problems)
+    if drift:
+        warnings.warn(f"another machine than the committed smoke metrics' (fingerprints differ): values differ "
+                      f"(not a failure, see the module docstring): {drift}")
 
 
 def test_second_repro_is_a_no_op(real_data):
@@ -76,3 +115,11 @@ def test_second_repro_is_a_no_op(real_data):
     cmd = [str(dvc) if dvc.exists() else "dvc", "status", *stages("smoke")]
     out = subprocess.run(cmd, cwd=project_root(), capture_output=True, text=True, check=True).stdout
     assert "up to date" in out.lower() or out.strip() == "", out
+
+
+def test_fingerprint_is_stable_and_names_the_cpu(tmp_path):
+    from vhrfm.provenance import machine_fingerprint, write_fingerprint
+
+    fp = write_fingerprint(tmp_path / "environment.json")
+    assert fp == machine_fingerprint() == json.loads((tmp_path / "environment.json").read_text())
+    assert fp["torch_threads"] >= 1 and fp["machine"] and isinstance(fp["simd"], list)

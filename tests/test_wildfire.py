@@ -42,6 +42,23 @@ def test_budgets_are_nested_and_seeded():
     assert b != label_budgets(48, {"1%": 0.01, "5%": 0.05, "10%": 0.1, "100%": 1.0}, seed=1)
 
 
+def test_budgets_with_masks_show_both_classes_from_one_tile():
+    fr = {"1%": 0.01, "5%": 0.05, "10%": 0.1, "100%": 1.0}
+    masks = np.zeros((48, 8, 8), np.uint8)        # every tile unburned ...
+    masks[[7, 30], :4] = 1                        # ... but two, half burned
+    masks[30, 4:] = 255                           # tile 30: all its labelled pixels burned (not mixed)
+    plain = label_budgets(48, fr, seed=0)
+    b = label_budgets(48, fr, seed=0, masks=masks)
+    assert b["1%"] == [7]                         # the one tile holding both classes comes first
+    assert set(b["1%"]) <= set(b["5%"]) <= set(b["10%"]) <= set(b["100%"]) and len(b["100%"]) == 48
+    assert [len(b[k]) for k in fr] == [len(plain[k]) for k in fr]
+    # the rest keeps the seeded order: the 5 % budget is the mixed tile plus the plain order's first other tile
+    order = np.random.default_rng(0).permutation(48)
+    assert b["5%"] == sorted([7, next(int(i) for i in order if i != 7)])
+    # no mixed tile at all: the plain seeded order
+    assert label_budgets(48, fr, seed=0, masks=np.zeros((48, 8, 8), np.uint8)) == plain
+
+
 def test_spectral_indices_and_change():
     wl = [485.0, 560.0, 665.0, 842.0, 2190.0]
     healthy = np.array([0.05, 0.08, 0.05, 0.40, 0.10])[None, :, None, None] * np.ones((1, 5, 4, 4))

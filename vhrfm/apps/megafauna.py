@@ -375,12 +375,15 @@ def _bands_for(model, imgs: DetImages, x: torch.Tensor):
 
 
 def train_detector(model, imgs: DetImages | list[DetImages], *, steps: int, batch_size: int, lr: float, sigma_m: float,
-                   seed: int, weight_decay: float = 1e-4, encoder_lr_scale: float = 1.0, kd_teacher=None,
-                   kd_pool: DetImages | None = None, kd_weight: float = 1.0, progress: bool = True, desc: str = "train"):
+                   seed: int, weight_decay: float = 1e-4, encoder_lr_scale: float = 1.0, crop: int | None = None,
+                   kd_teacher=None, kd_pool: DetImages | None = None, kd_weight: float = 1.0, progress: bool = True,
+                   desc: str = "train"):
     """Focal heat-map loss, D4 augmentation; returns the loss history.
 
     ``imgs`` may be a list of image sets (domains: e.g. degraded drone seals and satellite chips, each with its own
-    bands and GSD): the steps alternate between them, each batch drawn from one domain.
+    bands and GSD): the steps alternate between them, each batch drawn from one domain. ``crop`` trains on random
+    crops of that side (one position per batch) of images larger than it: large satellite chips then cost what the
+    small degraded drone images do.
 
     With ``kd_teacher`` (task-specific KD, :mod:`vhrfm.distill.task`): each step also draws a batch from
     ``kd_pool`` (every training image; its labels are not read) and adds ``kd_weight`` x the pixel-wise KL
@@ -403,6 +406,9 @@ def train_detector(model, imgs: DetImages | list[DetImages], *, steps: int, batc
         wl, wd = torch.from_numpy(d.wavelengths), torch.from_numpy(d.widths)
         idx = rng.integers(0, len(d), batch_size)
         x, t, v = torch.from_numpy(d.X[idx]), target[idx], torch.from_numpy(d.valid[idx])
+        if crop is not None and crop < x.shape[-1]:
+            r, c = rng.integers(0, x.shape[-1] - crop + 1, 2)
+            x, t, v = (a[..., r:r + crop, c:c + crop] for a in (x, t, v))
         x, t, v = random_d4(rng, x, t, v)
         logits = model(_bands_for(model, d, x.contiguous()), wl, torch.from_numpy(d.gsd[idx]).float(), wd)[:, 0]
         loss = focal_heatmap_loss(logits, t, v)
@@ -574,7 +580,8 @@ def leave_one_chip_out(sat: DetImages, seals_train: DetImages | None, seals_val:
         model = build_dense_model(name, sat.X.shape[1], teacher, seed)
         domains = [rest] if seals_train is None else [seals_train, rest]
         train_detector(model, domains, steps=cfg["cross_domain_steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                       sigma_m=cfg["sigma_m"], seed=seed, encoder_lr_scale=cfg["encoder_lr_scale"], progress=progress,
+                       sigma_m=cfg["sigma_m"], seed=seed, encoder_lr_scale=cfg["encoder_lr_scale"],
+                       crop=cfg.get("cross_domain_crop"), progress=progress,
                        desc=f"{'satellite only' if seals_train is None else 'joint'}: chip {i + 1}/{len(sat)} held out")
         tune = rest if seals_train is None else seals_val
         thr = choose_threshold(score_detections(decode(predict_heat(model, tune), tune), tune, radius), cfg["min_precision"])
@@ -587,7 +594,7 @@ def leave_one_chip_out(sat: DetImages, seals_train: DetImages | None, seals_val:
     at = score_detections(kept, sat, radius).at(0.0)
     return {"precision": at["precision"], "recall": at["recall"], "f1": at["f1"], "tp": at["tp"], "fp": at["fp"],
             "n_gt": at["n_gt"], "ap": average_precision(pooled), "thresholds": thresholds, "model": name,
-            "steps": cfg["cross_domain_steps"], "threshold_chosen_on": "the training chips (in-sample)" if seals_train is None
+            "steps": cfg["cross_domain_steps"], "crop": cfg.get("cross_domain_crop"), "threshold_chosen_on": "the training chips (in-sample)" if seals_train is None
             else "the degraded-seal validation split"}
 
 

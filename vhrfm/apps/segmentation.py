@@ -64,9 +64,24 @@ def load_seg_tiles(sources, splits: pd.DataFrame, stats: dict, tile_size: int, m
                     meta["widths"], float(meta["gsd"]), meta["sensor"])
 
 
-def label_budgets(n_train: int, fractions: dict[str, float], seed: int) -> dict[str, list[int]]:
-    """Nested subsets of training-tile indices: each budget's tiles include every smaller budget's (seeded)."""
+def label_budgets(n_train: int, fractions: dict[str, float], seed: int,
+                  masks: np.ndarray | None = None, min_share: float = 0.05) -> dict[str, list[int]]:
+    """Nested subsets of training-tile indices: each budget's tiles include every smaller budget's (seeded).
+
+    With ``masks`` (N, H, W; 1 / 0 / 255 ignore) the first tile of the seeded order is the first one that holds
+    both classes, each on at least ``min_share`` of its labelled pixels, so that every budget, even one tile,
+    shows the model both classes (as an analyst labelling one tile would pick one across the fire's edge); the
+    rest of the order is unchanged. Without such a tile the plain seeded order is kept."""
     order = np.random.default_rng(seed).permutation(n_train)
+    if masks is not None:
+        if len(masks) != n_train:
+            raise ValueError(f"masks: {len(masks)} tiles for n_train={n_train}")
+        for pos, i in enumerate(order):
+            lab = masks[i] != IGNORE
+            share = float((masks[i][lab] == 1).mean()) if lab.any() else 0.0
+            if min_share <= share <= 1.0 - min_share:
+                order = np.concatenate([[i], np.delete(order, pos)])
+                break
     out = {}
     for name, frac in sorted(fractions.items(), key=lambda kv: kv[1]):
         k = max(1, int(round(frac * n_train)))

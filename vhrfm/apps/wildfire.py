@@ -140,7 +140,7 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
     splits, stats = load_splits(res / "data" / "splits.csv"), load_stats(res / "data" / "norm_stats.json")
     tiles = load_seg_tiles(cfg["sources"], splits, stats, p["data"]["tile_size"], progress=progress)
     train, val, test = tiles.split("train"), tiles.split("val"), tiles.split("test")
-    budgets = label_budgets(len(train), cfg["budgets"], seed)
+    budgets = label_budgets(len(train), cfg["budgets"], seed, masks=train.Y)
     (out / "budgets.json").write_text(json.dumps({"train_tiles": train.rows[["path", "row_off", "col_off"]].values.tolist(),
                                                   "budgets": budgets}, indent=1) + "\n")
     norm_key = stats_key(cfg["sources"][0], str(tiles.rows["product"].iat[0]))

@@ -16,6 +16,7 @@ from vhrfm.data.normalize import band_statistics, save_stats, stats_key
 from vhrfm.data.sources import SOURCES
 from vhrfm.data.splits import check_disjoint, make_splits, select_items
 from vhrfm.errors import VHRFMInputError
+from vhrfm.provenance import write_fingerprint
 from vhrfm.sensors import get_sensor
 
 
@@ -78,7 +79,8 @@ def compute_stats(splits: pd.DataFrame, profile: str, progress: bool = True) -> 
 
 
 def prepare(profile: str, out_dir: str | Path | None = None, progress: bool = True) -> dict:
-    """Write ``splits.csv`` and ``norm_stats.json`` under ``results[/<profile>]/data``; return a summary."""
+    """Write ``splits.csv``, ``norm_stats.json`` and ``environment.json`` (the machine: :mod:`vhrfm.provenance`)
+    under ``results[/<profile>]/data``; return a summary."""
     out = Path(out_dir) if out_dir else results_dir(profile) / "data"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -88,4 +90,5 @@ def prepare(profile: str, out_dir: str | Path | None = None, progress: bool = Tr
     tmp.replace(out / "splits.csv")
     stats = compute_stats(splits, profile, progress=progress)
     save_stats(stats, out / "norm_stats.json")
+    write_fingerprint(out / "environment.json")
     return {"tiles": len(splits), "products": len(stats), "seconds": round(time.perf_counter() - t0, 2)}
