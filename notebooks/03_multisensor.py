@@ -26,7 +26,9 @@
 # patches (C chosen on A's val), the encoder is the frozen teacher; B's test patches are fed by each
 # method: `naive` (A's normalisation statistics), `hist_match` (B matched to A's histograms),
 # `own_norm` (B's own statistics from its unlabeled training patches), `own_norm_adabn` (plus AdaBN:
-# batch-norm statistics re-estimated on B's unlabeled patches). The adapted method is named in
+# batch-norm statistics re-estimated on B's unlabeled patches), `own_norm_adabn_tent` (then TENT: the
+# batch-norm scales and shifts tuned to minimise the entropy of A's probe on B's unlabeled training
+# patches, 10 Adam steps; the probe is never retrained). The adapted method is named in
 # `params.yaml` beforehand. Drop = in-domain F1 of B minus the A→B F1; `gap_reduction` =
 # 1 − mean drop (adapted) / mean drop (naive).
 
@@ -129,5 +131,7 @@ for k, v in metrics["band_set_checks"].items():
 #   render, not reflectance.
 # * Only coarser GSDs than the source (1 m) can be simulated.
 # * One task (aircraft present / absent), small test splits: see chapter 1's confidence intervals.
-# * Not yet here: TENT-style entropy minimisation, band-dropout / GSD augmentation ablations during
-#   fine-tuning, and the megafauna aerial → satellite pair as a real-pair matrix.
+# * TENT is run with one setting (10 steps, Adam, learning rate 1e-3, batches of 64 unlabeled target
+#   patches), set beforehand and not tuned on these matrices.
+# * Not yet here: band-dropout / GSD augmentation ablations during fine-tuning, and the megafauna
+#   aerial → satellite pair as a real-pair matrix.

@@ -24,7 +24,9 @@
 # when one is).
 #
 # **Protocol.** Tiles from the stored spatially disjoint split; nested label budgets of 1, 5, 10 and
-# 100 % of the training tiles (seeded, stored in `budgets.json`); every model's operating threshold is
+# 100 % of the training tiles (seeded, stored in `budgets.json`; the first tile of the order is the first
+# one holding both classes, so even the one-tile budget shows burned and unburned ground, as an analyst
+# labelling a single tile would pick one across the fire's edge); every model's operating threshold is
 # chosen on validation (best F1 among thresholds with precision >= the target), metrics on test with
 # bootstrap 95 % CIs over tiles.
 #

@@ -85,3 +85,37 @@ def test_matrix_and_summary_on_separable_synthetic_domains():
     assert s["mean_drop_naive"] == pytest.approx(drop_naive)
     if drop_naive > 0:
         assert s["gap_reduction"] == pytest.approx(1 - s["mean_drop_adapted"] / drop_naive)
+
+
+def test_tent_updates_only_batchnorm_affine_and_lowers_the_probe_entropy():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from vhrfm.adapt.crosssensor import features, probe_logits, tent
+
+    rng = np.random.default_rng(0)
+    torch.manual_seed(0)
+    enc = create_encoder("mobilenetv3_small_anyband").eval()
+    x = rng.normal(0, 1, (48, 3, 32, 32)).astype(np.float32)
+    x[::2, :, 8:24, 8:24] += 2.0
+    y = np.tile([1, 0], 24)
+    dom = _domain("t", x, y, np.array(["train"] * 48))
+    f = features(enc, x, dom)
+    scaler = StandardScaler().fit(f)
+    clf = LogisticRegression(C=0.01, max_iter=500).fit(scaler.transform(f), y)
+    # the probe as a torch function gives sklearn's decision function
+    np.testing.assert_allclose(probe_logits(scaler, clf, torch.from_numpy(f).double()).numpy(),
+                               clf.decision_function(scaler.transform(f)), rtol=1e-5, atol=1e-6)
+
+    def entropy(e):
+        p = torch.sigmoid(probe_logits(scaler, clf, torch.from_numpy(features(e, x, dom)))).clamp(1e-6, 1 - 1e-6)
+        return float(-(p * p.log() + (1 - p) * (1 - p).log()).mean())
+
+    new = tent(enc, x, dom, (scaler, clf, 0.01), steps=15, lr=1e-2, batch=48)
+    assert entropy(new) < entropy(enc)
+    changed = {n for (n, a), (_, b) in zip(enc.named_parameters(), new.named_parameters()) if not torch.equal(a, b)}
+    bn = {n for n, m in new.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    assert changed and all(n.rsplit(".", 1)[0] in bn for n in changed)   # only batch-norm weights / biases moved
+    assert not any(p.requires_grad for p in new.parameters()) and not new.training
+    for a, b in zip(enc.buffers(), new.buffers()):                       # statistics left as they were
+        torch.testing.assert_close(a, b)

@@ -60,3 +60,30 @@ def test_pca_rgb():
 
     img = pca_rgb(torch.randn(16, 5, 7))
     assert img.shape == (5, 7, 3) and img.min() >= 0 and img.max() <= 1
+
+
+def test_feature_sets_and_their_choice_on_validation(monkeypatch):
+    import torch
+
+    from vhrfm.models import create_encoder
+    from vhrfm.ssl import evaluate
+    from vhrfm.ssl.probe import encoder_features
+
+    t = _task(n=40)
+    torch.manual_seed(0)
+    enc = create_encoder("mobilenetv3_small_anyband")
+    pooled, multi = encoder_features(enc, t, features="pooled"), encoder_features(enc, t, features="multilevel")
+    levels = [f["num_chs"] for f in enc.body.feature_info]
+    assert pooled.shape == (40, enc.num_features) and multi.shape == (40, 2 * sum(levels))
+    assert np.isfinite(multi).all()           # a 1 x 1 map has std 0, not NaN
+    with pytest.raises(ValueError, match="feature set"):
+        encoder_features(enc, t, features="cls")
+    # the set is chosen on validation accuracy, never on test; ties go to the first (pooled)
+    fake = {"pooled": {"linear_val_acc": 0.7, "linear_acc": 0.9, "knn_acc": 0.5},
+            "multilevel": {"linear_val_acc": 0.8, "linear_acc": 0.6, "knn_acc": 0.5}}
+    monkeypatch.setattr(evaluate, "encoder_features", lambda e, task, features: features)
+    monkeypatch.setattr(evaluate, "evaluate_features", lambda fs, task, seed, n_boot: dict(fake[fs]))
+    r = evaluate.probe_encoder(enc, t)
+    assert r["features"] == "multilevel" and r["linear_acc"] == 0.6 and set(r["by_features"]) == {"pooled", "multilevel"}
+    fake["multilevel"]["linear_val_acc"] = 0.7
+    assert evaluate.probe_encoder(enc, t)["features"] == "pooled"

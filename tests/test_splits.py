@@ -93,3 +93,58 @@ def test_real_splits_are_spatially_disjoint_and_respect_published_test(real_data
     for source, g in df.groupby("source"):
         assert (g.height > 0).all() and (g.width > 0).all(), source
     assert np.isin(df.split.unique(), ["train", "val", "test"]).all()
+
+
+def test_stratified_allocation_spreads_val_and_test_over_the_scores():
+    units = [f"u{i:02d}" for i in range(40)]
+    scores = {u: i / 39 for i, u in enumerate(units)}          # u00 = no positive pixel ... u39 = all positive
+    fr = {"train": 0.7, "val": 0.15, "test": 0.15}
+    a = allocate(units, fr, seed=0, scores=scores)
+    assert a == allocate(units, fr, seed=0, scores=scores) and a != allocate(units, fr, seed=1, scores=scores)
+    for split in ("val", "test"):
+        picked = sorted(scores[u] for u, s in a.items() if s == split)
+        assert len(picked) == 6
+        # one unit per sixth of the score range: never all from one end, as a plain draw of 6 in 40 can be
+        assert min(picked) < 0.2 and max(picked) > 0.8
+        assert np.histogram(picked, bins=6, range=(0, 1))[0].max() <= 2
+    assert sum(s == "train" for s in a.values()) == 28
+    with pytest.raises(ValueError, match="no score"):
+        allocate(units, fr, seed=0, scores={u: 0.0 for u in units[:-1]})
+
+
+def test_per_source_tiling_and_stratified_blocks_from_the_label_mask(tmp_path, monkeypatch, make_raster):
+    """A labelled source gets its own tile and block size; with ``stratify`` its val and test blocks are drawn
+    across the blocks' positive share, read from the label mask (ignored pixels left out)."""
+    import rasterio
+
+    monkeypatch.setenv("VHRFM_ROOT", str(tmp_path))
+    (tmp_path / "data" / "f").mkdir(parents=True)
+    make_raster(name="data/f/img.tif", count=3, height=640, width=640, dtype="uint8")
+    make_raster(name="data/f/other.tif", count=3, height=640, width=640, dtype="uint8")
+    mask = np.zeros((640, 640), np.uint8)
+    mask[:, 320:] = 1                                            # the right half is burned
+    ignore = np.zeros((640, 640), np.uint8)
+    ignore[:64, :64] = 1                                         # a cloud: not labelled
+    for name, arr in (("mask.tif", mask), ("cloud.tif", ignore)):
+        with rasterio.open(tmp_path / "data" / "f" / name, "w", driver="GTiff", width=640, height=640, count=1,
+                           dtype="uint8") as dst:
+            dst.write(arr[None])
+    items = [Item("fire", "f/img.tif", "rgb", ("red", "green", "blue"), 10.0, "scene", mask="f/mask.tif",
+                  ignore="f/cloud.tif"),
+             Item("other", "f/other.tif", "rgb", ("red", "green", "blue"), 10.0, "scene2")]
+    fr = {"train": 0.6, "val": 0.2, "test": 0.2}
+    per = {"fire": {"tile_size": 64, "overlap": 0, "block_size": 128, "stratify": True}}
+    df = make_splits(items, tile_size=256, overlap=0, block_size=320, fractions=fr, seed=0, per_source=per)
+    fire, other = df[df.source == "fire"], df[df.source == "other"]
+    assert set(fire.height) == {64} and fire.block.nunique() == 25 and set(other.height) == {256}
+    assert check_disjoint(df) == []
+    # blocks 0-1 of each row are unburned, 3-4 burned, 2 straddles: val and test each get both kinds
+    for split in ("val", "test"):
+        cols = {int(b.split(".")[-1]) for b in fire[fire.split == split].block}
+        assert min(cols) <= 1 and max(cols) >= 3, (split, cols)
+    from vhrfm.data.splits import block_positive_share
+    assert block_positive_share(items[0], (0, 0, 128, 128)) == 0.0
+    assert block_positive_share(items[0], (0, 256, 128, 384)) == 0.5
+    with pytest.raises(ValueError, match="without a label mask"):
+        make_splits(items, tile_size=256, overlap=0, block_size=320, fractions=fr, seed=0,
+                    per_source={"other": {"stratify": True}})

@@ -12,7 +12,9 @@ Methods (each a way to feed target-domain pixels to the frozen encoder; the prob
 source's, then the source's statistics), ``own_norm`` (the target's own per-band statistics from its
 unlabeled training patches), ``own_norm_adabn`` (own statistics + AdaBN: the encoder's batch-norm
 statistics re-estimated on each domain's unlabeled patches, the source's for its probe and the target's
-for its test patches).
+for its test patches), ``own_norm_adabn_tent`` (AdaBN, then TENT, Wang et al., ICLR 2021: the encoder's
+batch-norm scales and shifts optimised to minimise the entropy of the source probe's predictions on the
+target's unlabeled training patches; the probe itself stays fixed).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from tqdm.auto import tqdm
 from vhrfm.adapt.simulate import sensor_target, simulate
 from vhrfm.ssl.probe import ProbeTask, linear_probe
 
-METHODS = ("naive", "hist_match", "own_norm", "own_norm_adabn")
+METHODS = ("naive", "hist_match", "own_norm", "own_norm_adabn", "own_norm_adabn_tent")
+TENT = {"steps": 10, "lr": 1e-3, "batch": 64}
 
 
 class Domain:
@@ -109,6 +112,44 @@ def adabn(encoder, x: np.ndarray, dom: Domain, batch: int = 64):
     return enc.eval()
 
 
+def probe_logits(scaler, clf, f: torch.Tensor) -> torch.Tensor:
+    """The fitted sklearn probe (standard scaler + binary logistic regression) as a differentiable function."""
+    mu, sd = torch.as_tensor(scaler.mean_, dtype=f.dtype), torch.as_tensor(scaler.scale_, dtype=f.dtype)
+    w, b = torch.as_tensor(clf.coef_[0], dtype=f.dtype), torch.as_tensor(clf.intercept_[0], dtype=f.dtype)
+    return ((f - mu) / sd) @ w + b
+
+
+def tent(encoder, x: np.ndarray, dom: Domain, probe, steps: int = 10, lr: float = 1e-3, batch: int = 64, seed: int = 0):
+    """TENT (Wang et al., "Tent: fully test-time adaptation by entropy minimization", ICLR 2021, Eq. 1-2) on a
+    frozen encoder and a fixed linear probe: only the batch-norm affine parameters (gamma, beta) are optimised,
+    with Adam, to minimise the mean binary entropy of the probe's predictions on unlabeled target patches ``x``.
+    Batch-norm statistics stay those of ``encoder`` (AdaBN-estimated on the target beforehand: evaluation mode),
+    so the result does not depend on the test batch. Returns an adapted copy."""
+    enc = copy.deepcopy(encoder).eval()
+    bns = [m for m in enc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine]
+    if not bns:
+        return enc
+    for p in enc.parameters():
+        p.requires_grad_(False)
+    params = [p for m in bns for p in (m.weight, m.bias)]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=lr)
+    scaler, clf, _ = probe
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        xb = torch.from_numpy(np.ascontiguousarray(x[rng.integers(0, len(x), min(batch, len(x)))]))
+        logit = probe_logits(scaler, clf, enc(xb, dom.wavelengths, torch.full((len(xb),), dom.gsd), dom.widths).float())
+        p1 = torch.sigmoid(logit)
+        entropy = -(p1 * torch.nn.functional.logsigmoid(logit) + (1 - p1) * torch.nn.functional.logsigmoid(-logit)).mean()
+        opt.zero_grad(set_to_none=True)
+        entropy.backward()
+        opt.step()
+    for p in params:
+        p.requires_grad_(False)
+    return enc
+
+
 def normalised(raw: np.ndarray, mean, std) -> np.ndarray:
     mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     if mean.size != raw.shape[1]:  # a source with more bands than the target (e.g. RGB -> PAN): use their average
@@ -116,8 +157,8 @@ def normalised(raw: np.ndarray, mean, std) -> np.ndarray:
     return ((raw - mean[None, :, None, None]) / std[None, :, None, None]).astype(np.float32)
 
 
-def domain_inputs(encoder, target: Domain, source: Domain, method: str):
-    """(encoder to use, normalised target patches) for one method."""
+def domain_inputs(encoder, target: Domain, source: Domain, method: str, probe=None, seed: int = 0):
+    """(encoder to use, normalised target patches) for one method (``probe``: the source's, for TENT)."""
     if method == "naive":
         return encoder, normalised(target.raw, *source.stats())
     if method == "hist_match":
@@ -127,6 +168,11 @@ def domain_inputs(encoder, target: Domain, source: Domain, method: str):
         return encoder, x
     if method == "own_norm_adabn":
         return adabn(encoder, x[target.split == "train"], target), x
+    if method == "own_norm_adabn_tent":
+        if probe is None:
+            raise ValueError("TENT needs the source's probe")
+        tr = x[target.split == "train"]
+        return tent(adabn(encoder, tr, target), tr, target, probe, TENT["steps"], TENT["lr"], TENT["batch"], seed), x
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -141,19 +187,20 @@ def cross_sensor_matrix(encoder, domains: list[Domain], methods=METHODS, seed: i
         tr, va = a.split == "train", a.split == "val"
         f = features(encoder, xa, a)
         probes[a.name] = linear_probe(f[tr], a.y[tr], f[va], a.y[va], seed)
-        if "own_norm_adabn" in methods:
+        if {"own_norm_adabn", "own_norm_adabn_tent"} & set(methods):
             fb = features(adabn(encoder, xa[tr], a), xa, a)
             probes_bn[a.name] = linear_probe(fb[tr], a.y[tr], fb[va], a.y[va], seed)
     out = {m: {} for m in methods}
     jobs = [(a, b, m) for a in domains for b in domains for m in methods]
     cache = {}
     for a, b, m in tqdm(jobs, desc="cross-sensor", disable=not progress):
-        key = (a.name, b.name, m) if m in ("naive", "hist_match") else (b.name, m)
+        key = (a.name, b.name, m) if m in ("naive", "hist_match", "own_norm_adabn_tent") else (b.name, m)
         te = b.split == "test"
+        probe = (probes_bn if m.startswith("own_norm_adabn") else probes)[a.name]
         if key not in cache:  # only the test patches need features (statistics come from the training ones)
-            enc, x = domain_inputs(encoder, b, a, m)
+            enc, x = domain_inputs(encoder, b, a, m, probe=probe, seed=seed)
             cache[key] = features(enc, x[te], b)
-        scaler, clf, _ = (probes_bn if m == "own_norm_adabn" else probes)[a.name]
+        scaler, clf, _ = probe
         pred = clf.predict(scaler.transform(cache[key]))
         out[m][f"{a.name}->{b.name}"] = float(f1_score(b.y[te], pred))
     return out
@@ -171,4 +218,4 @@ def summarise(matrix: dict, domains: list[str], adapted: str, naive: str = "naiv
 
 
 __all__ = ["METHODS", "Domain", "source_domain", "simulate_domain", "hist_match", "features", "adabn", "normalised",
-           "domain_inputs", "cross_sensor_matrix", "summarise"]
+           "domain_inputs", "cross_sensor_matrix", "summarise", "tent", "probe_logits", "TENT"]

@@ -22,6 +22,7 @@ from vhrfm.apps.taskmodel import deployment_picks
 from vhrfm.config import load_profile, models_dir, results_dir
 from vhrfm.data.datasets import IGNORE, load_splits
 from vhrfm.data.normalize import load_stats, stats_key
+from vhrfm.data.splits import source_setting
 from vhrfm.distill.task import check_model_order, distillation_block, kd_kwargs, student_spec
 from vhrfm.heads import STUDENT_MODELS, TEACHER_MODELS, build_dense_model
 
@@ -138,7 +139,8 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
     out = res / "wildfire"
     out.mkdir(parents=True, exist_ok=True)
     splits, stats = load_splits(res / "data" / "splits.csv"), load_stats(res / "data" / "norm_stats.json")
-    tiles = load_seg_tiles(cfg["sources"], splits, stats, p["data"]["tile_size"], progress=progress)
+    tile_size = source_setting(cfg["sources"][0], "tile_size", p["data"]["tile_size"], p["data"].get("per_source"))
+    tiles = load_seg_tiles(cfg["sources"], splits, stats, tile_size, progress=progress)
     train, val, test = tiles.split("train"), tiles.split("val"), tiles.split("test")
     budgets = label_budgets(len(train), cfg["budgets"], seed, masks=train.Y)
     (out / "budgets.json").write_text(json.dumps({"train_tiles": train.rows[["path", "row_off", "col_off"]].values.tolist(),

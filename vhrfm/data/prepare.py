@@ -29,7 +29,8 @@ def build_splits(profile: str) -> pd.DataFrame:
     p = load_profile(profile)
     cfg = p["data"]
     df = make_splits(profile_items(profile), tile_size=cfg["tile_size"], overlap=cfg["overlap"],
-                     block_size=cfg["block_size"], fractions=cfg["split_fractions"], seed=p["seed"])
+                     block_size=cfg["block_size"], fractions=cfg["split_fractions"], seed=p["seed"],
+                     per_source=cfg.get("per_source"))
     problems = check_disjoint(df)
     if problems:
         raise RuntimeError("splits are not spatially disjoint: " + "; ".join(problems[:5]))

@@ -10,7 +10,10 @@ Tasks (patches from the stored split table, so train / val / test stay spatially
   clouds and smoke excluded; an out-of-resolution check, not VHR.
 
 Probes: k-NN (cosine, k=20) and logistic regression on standardised features with C chosen on val;
-test accuracy with a bootstrap 95 % CI. Baselines in the same run: the same encoder randomly
+test accuracy with a bootstrap 95 % CI. An encoder offers two feature sets, chosen per task on validation
+like C: ``pooled`` (the final feature map, average-pooled: the encoder's ``forward``) and ``multilevel``
+(mean- and standard-deviation-pooled maps of every stage of the encoder's feature pyramid, concatenated, as
+in layer-wise linear evaluation, e.g. Goyal et al., ICCV 2019; for the ViT, one level: its patch tokens). Baselines in the same run: the same encoder randomly
 initialised, random convolutional features (torchgeo's RCF) and simple pixel statistics.
 """
 
@@ -195,13 +198,27 @@ TASKS = {"aircraft": aircraft_task, "seals": seals_task, "burned": burned_task}
 # ----------------------------------------------------------------------------------------------- features
 
 
+FEATURE_SETS = ("pooled", "multilevel")
+
+
 @torch.no_grad()
-def encoder_features(encoder, task: ProbeTask, batch_size: int = 128) -> np.ndarray:
+def encoder_features(encoder, task: ProbeTask, batch_size: int = 128, features: str = "pooled") -> np.ndarray:
+    """(N, D) frozen features of ``task``'s patches: ``pooled`` or ``multilevel`` (see the module docstring)."""
+    from vhrfm.heads import feature_pyramid
+
+    if features not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {features!r}; expected one of {FEATURE_SETS}")
     encoder.eval()
     out = []
     for i in range(0, len(task.X), batch_size):
         x = torch.from_numpy(task.X[i:i + batch_size])
-        out.append(encoder(x, task.wavelengths, torch.full((len(x),), task.gsd), task.widths).float().numpy())
+        gsd = torch.full((len(x),), task.gsd)
+        if features == "pooled":
+            out.append(encoder(x, task.wavelengths, gsd, task.widths).float().numpy())
+        else:
+            maps = feature_pyramid(encoder, x, task.wavelengths, gsd, task.widths)
+            parts = [f.mean((2, 3)) for f in maps] + [f.std((2, 3), correction=0) for f in maps]
+            out.append(torch.cat(parts, 1).float().numpy())
     return np.concatenate(out)
 
 
