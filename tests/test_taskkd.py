@@ -179,3 +179,25 @@ def test_task_scores_read_the_applications_metrics(tmp_path, monkeypatch):
     assert not goal_check({"s": {**row, "speedup_vs_teacher": 4.0}})["met"]
     assert not goal_check({"s": {**row, "task_kd": {"wildfire": {"f1_retained": 0.97}, "megafauna": None}}})["met"]
     assert not goal_check({"s": {**row, "task_kd": {"wildfire": {"f1_retained": 0.97}, "megafauna": {"f1_retained": 0.9}}}})["met"]
+
+
+def test_from_scratch_encoders_learn_at_the_full_rate_pretrained_ones_at_the_scaled_rate():
+    """encoder_lr_scale slows pretrained weights only: a student from scratch (random encoder) must not be trained
+    ten times slower than the U-Net from scratch it is compared with."""
+    import torch
+
+    from vhrfm.apps.segmentation import optimiser_with_encoder_scale
+    from vhrfm.heads import DENSE_MODELS, Segmenter, encoder_lr_scale
+    from vhrfm.models import create_encoder
+
+    assert encoder_lr_scale("student_scratch", 0.1) == encoder_lr_scale("unet_scratch", 0.1) == 1.0
+    for name in ("teacher_finetuned", "teacher_frozen", "student_finetuned", "student_taskkd"):
+        assert encoder_lr_scale(name, 0.1) == 0.1
+    assert set(DENSE_MODELS) >= {"student_scratch", "unet_scratch"}
+    with pytest.raises(ValueError, match="unknown model"):
+        encoder_lr_scale("classical", 0.1)
+    net = Segmenter(create_encoder("mobilenetv3_small_anyband"))
+    opt, _ = optimiser_with_encoder_scale(net, 1e-3, 0.0, encoder_lr_scale("student_scratch", 0.1), 100)
+    assert [g["max_lr"] for g in opt.param_groups] == pytest.approx([1e-3, 1e-3])
+    opt, _ = optimiser_with_encoder_scale(net, 1e-3, 0.0, encoder_lr_scale("student_finetuned", 0.1), 100)
+    assert [g["max_lr"] for g in opt.param_groups] == pytest.approx([1e-3, 1e-4])

@@ -94,6 +94,16 @@ class SMPUNet(nn.Module):
 TEACHER_MODELS = ("teacher_frozen", "teacher_finetuned")
 STUDENT_MODELS = ("student_scratch", "student_finetuned", "student_taskkd")
 DENSE_MODELS = ("unet_scratch", *TEACHER_MODELS, *STUDENT_MODELS)
+FROM_SCRATCH = ("unet_scratch", "student_scratch")  # no pretrained weights anywhere in the model
+
+
+def encoder_lr_scale(name: str, scale: float) -> float:
+    """The encoder's learning-rate factor for model ``name``: ``scale`` (the profile's ``encoder_lr_scale``) slows
+    fine-tuning of *pretrained* encoder weights; a model trained from scratch has none to keep, so its encoder
+    learns at the full rate like the rest of the network (as the U-Net from scratch always did)."""
+    if name not in DENSE_MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {DENSE_MODELS}")
+    return 1.0 if name in FROM_SCRATCH else float(scale)
 
 
 def build_dense_model(name: str, n_bands: int, teacher_path, seed: int, student: dict | None = None) -> nn.Module:

@@ -35,7 +35,7 @@ from vhrfm.data.normalize import Normalizer, load_stats, stats_key
 from vhrfm.data.sources import SEAL_DEGRADE, SEAL_GSD_M, get_source, sensor_of
 from vhrfm.errors import VHRFMInputError
 from vhrfm.distill.task import check_model_order, distillation_block, kd_kwargs, student_spec
-from vhrfm.heads import STUDENT_MODELS, TEACHER_MODELS, build_dense_model
+from vhrfm.heads import STUDENT_MODELS, TEACHER_MODELS, build_dense_model, encoder_lr_scale
 
 MODELS = ("classical", "unet_scratch", *TEACHER_MODELS, *STUDENT_MODELS)
 SEALS, BELUGA = "seals_aerial_drone", "beluga_seeker_wv3"
@@ -474,7 +474,8 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
                 model = build_dense_model(name, train.X.shape[1], teacher, seed, student=student)
                 kd = kd_kwargs(name, results, trained, budget, train, cfg.get("kd_weight", 1.0))
                 h = train_detector(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                                   sigma_m=cfg["sigma_m"], seed=seed, encoder_lr_scale=cfg["encoder_lr_scale"],
+                                   sigma_m=cfg["sigma_m"], seed=seed,
+                                   encoder_lr_scale=encoder_lr_scale(name, cfg["encoder_lr_scale"]),
                                    progress=progress, desc=f"{name} {budget}", **kd)
                 histories[f"{name}/{budget}"] = {"loss": h}
                 heat = lambda d, m=model: predict_heat(m, d)  # noqa: E731
@@ -674,7 +675,9 @@ def save_megafauna_models(profile: str, models: dict, results: dict, seals: DetI
             "decoder": {"type": "heatmap_peaks", "min_score": 0.05, "peak_window_px": 3, "radius_m": cfg["radius_m"],
                         "sigma_m": cfg["sigma_m"]},
             "test": {k: r[k] for k in ("precision", "recall", "f1", "ap")},
-            "training": {k: cfg[k] for k in ("steps", "batch_size", "lr", "encoder_lr_scale", "degrade")},
+            "training": {**{k: cfg[k] for k in ("steps", "batch_size", "lr", "degrade")},
+                         "encoder_lr_scale": encoder_lr_scale(name, cfg["encoder_lr_scale"]) if kind == "segmenter"
+                         else None},
             "data": [{"source": SEALS, "licence": SOURCES[SEALS].licence, "attribution": SOURCES[SEALS].attribution,
                       "note": f"drone photographs degraded x{cfg['degrade']} by area averaging to satellite GSD"}],
             "profile": profile, "command": f"dvc repro megafauna@{profile}",

@@ -24,7 +24,7 @@ from vhrfm.data.datasets import IGNORE, load_splits
 from vhrfm.data.normalize import load_stats, stats_key
 from vhrfm.data.splits import source_setting
 from vhrfm.distill.task import check_model_order, distillation_block, kd_kwargs, student_spec
-from vhrfm.heads import STUDENT_MODELS, TEACHER_MODELS, build_dense_model
+from vhrfm.heads import STUDENT_MODELS, TEACHER_MODELS, build_dense_model, encoder_lr_scale
 
 MODELS = ("classical", "unet_scratch", *TEACHER_MODELS, *STUDENT_MODELS)
 
@@ -164,7 +164,8 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
                 model = build_dense_model(model_name, tiles.X.shape[1], teacher, seed, student=student)
                 kd = kd_kwargs(model_name, results, trained, budget, train, cfg.get("kd_weight", 1.0))
                 h = train_segmenter(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                                    crop=cfg["crop"], seed=seed, encoder_lr_scale=cfg["encoder_lr_scale"],
+                                    crop=cfg["crop"], seed=seed,
+                                    encoder_lr_scale=encoder_lr_scale(model_name, cfg["encoder_lr_scale"]),
                                     progress=progress, desc=f"{model_name} {budget}", **kd)
                 histories[f"{model_name}/{budget}"] = {"loss": h}
                 predict = lambda t, m=model: predict_probs(m, t)  # noqa: E731
@@ -266,7 +267,9 @@ def save_wildfire_models(profile: str, models: dict, results: dict, tiles: SegTi
             "threshold": r["threshold"], "threshold_chosen_on": "validation (best F1)",
             "test": {k: r[k] for k in ("precision", "recall", "f1", "iou", "f1_ci95")},
             "val": {k: r["val"][k] for k in ("precision", "recall", "f1", "iou")},
-            "training": {k: cfg[k] for k in ("steps", "batch_size", "crop", "lr", "encoder_lr_scale")},
+            "training": {**{k: cfg[k] for k in ("steps", "batch_size", "crop", "lr")},
+                         "encoder_lr_scale": encoder_lr_scale(model_name, cfg["encoder_lr_scale"]) if kind == "segmenter"
+                         else None},
             "data": [{"source": s, "licence": SOURCES[s].licence, "attribution": SOURCES[s].attribution} for s in cfg["sources"]],
             "profile": profile, "command": f"dvc repro wildfire@{profile}",
             "limits": "trained on one 10 m Sentinel-2 true-colour fire event (EMSR382); VHR use is out of distribution",
