@@ -96,20 +96,30 @@ def features(encoder, x: np.ndarray, dom: Domain, batch: int = 128) -> np.ndarra
 
 
 @torch.no_grad()
-def adabn(encoder, x: np.ndarray, dom: Domain, batch: int = 64):
-    """A copy of ``encoder`` whose batch-norm running statistics are re-estimated on ``x`` (cumulative average)."""
-    enc = copy.deepcopy(encoder)
-    bns = [m for m in enc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+def reestimate_bn(module: torch.nn.Module, feed) -> torch.nn.Module:
+    """AdaBN (Li et al., 2016): a copy of ``module`` whose batch-norm running statistics are re-estimated as the
+    cumulative average over whatever ``feed(copy)`` runs through it. Only the batch-norm layers are put in training
+    mode (a frozen encoder's too); dropout and everything else stay in evaluation mode, and no weight changes."""
+    out = copy.deepcopy(module).eval()
+    bns = [m for m in out.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     if not bns:
-        return enc.eval()
+        return out
     for m in bns:
         m.reset_running_stats()
         m.momentum = None
-    enc.train()
-    for i in range(0, len(x), batch):
-        xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))
-        enc(xb, dom.wavelengths, torch.full((len(xb),), dom.gsd), dom.widths)
-    return enc.eval()
+        m.train()
+    feed(out)
+    return out.eval()
+
+
+def adabn(encoder, x: np.ndarray, dom: Domain, batch: int = 64):
+    """A copy of ``encoder`` whose batch-norm running statistics are re-estimated on ``x`` (cumulative average)."""
+    def feed(enc):
+        for i in range(0, len(x), batch):
+            xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))
+            enc(xb, dom.wavelengths, torch.full((len(xb),), dom.gsd), dom.widths)
+
+    return reestimate_bn(encoder, feed)
 
 
 def probe_logits(scaler, clf, f: torch.Tensor) -> torch.Tensor:
@@ -217,5 +227,6 @@ def summarise(matrix: dict, domains: list[str], adapted: str, naive: str = "naiv
             "gap_reduction": 1 - drops[adapted] / drops[naive] if drops[naive] > 0 else 0.0}
 
 
-__all__ = ["METHODS", "Domain", "source_domain", "simulate_domain", "hist_match", "features", "adabn", "normalised",
+__all__ = ["METHODS", "Domain", "source_domain", "simulate_domain", "hist_match", "features", "adabn", "reestimate_bn",
+           "normalised",
            "domain_inputs", "cross_sensor_matrix", "summarise", "tent", "probe_logits", "TENT"]
