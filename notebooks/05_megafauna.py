@@ -263,5 +263,6 @@ display(pd.DataFrame(metrics["throughput"]).T)
 #   transfer is the hard, honest test here.
 # * The seals are degraded drone photographs, not satellite images: no satellite noise, MTF,
 #   atmosphere or pansharpening artefacts; the drone GSD itself is an estimate.
-# * Satellite-only and joint training (aerial + satellite) are not run: 5 labelled chips are too few to
-#   train and test on. More public satellite labels are needed (see `docs/data-candidates.md`).
+# * Satellite-only and joint training (aerial + satellite) run leave-one-chip-out on 5 labelled chips:
+#   too few to train or test on with confidence. More public satellite labels are needed (see
+#   `docs/data-candidates.md`).
