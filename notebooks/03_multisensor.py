@@ -119,18 +119,31 @@ print(json.dumps({"gap_reduction (counts)": metrics["gap_reduction"],
 # The one labelled task of the store that two real sensors see: animal points in drone photographs degraded
 # to 0.3 m (seals, RGB) and in WorldView-3 PAN chips (belugas). Not a clean sensor pair: species, background
 # and scene differ too, and the satellite side has few animals, so this is one measured pair, not a law.
-# A -> A and B -> B are in-domain (B -> B leave-one-chip-out); A -> B and B -> A are cross-sensor, naive and
-# with AdaBN (the detector's batch-norm statistics re-estimated on the target's unlabeled images). The
-# chapter's goal (gap reduction >= 0.5) is stated on real pairs, so it is checked here.
+# A -> A and B -> B are in-domain (B -> B leave-one-chip-out); A -> B and B -> A are cross-sensor. Every
+# image is normalised with its own source's statistics, so "naive" here is the simulated matrix's own_norm.
+# The methods, each on the target's unlabeled images with settings fixed beforehand: histogram matching
+# (classical), AdaBN (the detector's batch-norm statistics re-estimated on the target) and AdaBN + TENT
+# (batch-norm scales and shifts tuned to minimise the heat-map's entropy). The chapter's goal
+# (gap reduction >= 0.5 on real pairs) is judged on the method named in `params.yaml` beforehand.
 
 # %%
 real = metrics["real_pairs"]
-cells = pd.DataFrame({"in-domain F1 of the target": {k: real["in_domain"][k.split("->")[1]] for k in real["naive"]},
-                      "naive F1": real["naive"], "AdaBN F1": real["adapted"],
-                      "naive drop": real["drop_naive"], "AdaBN drop": real["drop_adapted"]})
-display(cells.round(3))
-print(json.dumps({k: real[k] for k in ("in_domain", "mean_drop_naive", "mean_drop_adapted", "gap_reduction")}, indent=1))
+order = real["methods_order"]
+f1 = pd.DataFrame({m: real["methods"][m]["f1"] for m in order})
+f1.insert(0, "in-domain F1 of the target", [real["in_domain"][k.split("->")[1]] for k in f1.index])
+display(f1.round(3))
+summary = pd.DataFrame({m: {"mean drop": real["methods"][m]["mean_drop_adapted"],
+                            "gap reduction": real["methods"][m]["gap_reduction"]} for m in order}).T
+display(summary.astype(float).round(3))
+print(f"method judged for the goal (named beforehand): {real['method']}")
 print(real["caveat"])
+
+fig, ax = plt.subplots(figsize=(6, 3))
+f1[order].T.plot.bar(ax=ax, rot=0)
+ax.set_ylabel("cross-sensor F1")
+ax.set_title("real pair: detector trained on one sensor, tested on the other", fontsize=9)
+ax.legend(fontsize=7)
+fig.savefig(fig_dir / "real_pair.png", dpi=110, bbox_inches="tight")
 g = metrics["goal"]
 print(f"Goal (gap reduction >= {g['target_gap_reduction']} on real pairs): "
       + ("MET" if g["met"] else "NOT MET") + f" (measured: {g['gap_reduction_real']})")

@@ -53,3 +53,55 @@ def test_summarise_pair_drops_and_gap_reduction():
     assert s["gap_reduction"] == pytest.approx(0.5)
     # no naive drop: nothing to reduce, so no ratio (not a division by zero or a made-up 0 / 1)
     assert summarise_pair(ind, {"a->b": 0.6, "b->a": 0.9}, {"a->b": 0.6, "b->a": 0.9})["gap_reduction"] is None
+
+
+def test_hist_match_maps_the_target_onto_the_source_distribution_and_keeps_padding():
+    from vhrfm.adapt.realpair import hist_match_images
+
+    source, target = _imgs(shift=0.0), _imgs(shift=5.0, n=6)
+    target.valid[:, :, -4:] = False  # padding
+    target.X[:, :, :, -4:] = 0.0
+    out = hist_match_images(target, target, source)
+    assert out.X.shape == target.X.shape and out is not target
+    v = out.valid
+    # valid pixels now follow the source's distribution (mean ~0, std ~1), padding is still 0
+    assert abs(float(out.X[:, 0][v].mean())) < 0.1 and abs(float(out.X[:, 0][v].std()) - 1.0) < 0.1
+    assert np.all(out.X[:, :, :, -4:] == 0.0)
+    assert float(target.X[:, 0][v].mean()) > 4.0  # the original is untouched
+
+
+def test_tent_changes_only_batchnorm_affine_parameters_and_lowers_the_heatmap_entropy():
+    from vhrfm.adapt.realpair import tent_detector
+    from vhrfm.heads import Segmenter
+
+    torch.manual_seed(0)
+    enc = create_encoder("resnet18_anyband")
+    enc.card = {"arch": "resnet18_anyband", "arch_kwargs": {}}
+    net = Segmenter(enc).eval()
+    imgs = _imgs(shift=1.0)
+
+    def entropy(m):
+        with torch.no_grad():
+            logit = m(torch.from_numpy(imgs.X), torch.from_numpy(imgs.wavelengths), torch.from_numpy(imgs.gsd).float(),
+                      torch.from_numpy(imgs.widths))[:, 0]
+        p = torch.sigmoid(logit)
+        return float(-(p * torch.log(p + 1e-12) + (1 - p) * torch.log(1 - p + 1e-12)).mean())
+
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    new = tent_detector(net, imgs, steps=10, lr=1e-2, batch_size=8)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    bn_affine = {n + s for n, m in new.named_modules() if isinstance(m, torch.nn.BatchNorm2d) for s in (".weight", ".bias")}
+    changed = {k for k, v in new.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and changed <= bn_affine
+    assert entropy(new) < entropy(net)
+    assert not new.training and not any(p.requires_grad for p in new.parameters())
+
+
+def test_the_goal_method_is_the_simulated_matrix_adapted_method():
+    from vhrfm.adapt.realpair import METHODS, method_for
+
+    assert method_for("own_norm_adabn") == "adabn" and method_for("own_norm") == "naive"
+    assert set(map(method_for, ["own_norm", "hist_match", "own_norm_adabn", "own_norm_adabn_tent"])) == set(METHODS)
+    with pytest.raises(ValueError, match="no real-pair counterpart"):
+        method_for("naive")

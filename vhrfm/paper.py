@@ -118,7 +118,7 @@ def results_table(profile: str = "cpu") -> str:
     rows.append(("3 — multi-sensor", f"simulated sensors: mean F1 drop naive {pct(ms['mean_drop']['naive'])}, "
                                      f"{ms['adapted_method']} {pct(ms['mean_drop'][ms['adapted_method']])} (gap reduced by "
                                      f"{pct(ms['gap_reduction'])}); real pair (megafauna, aerial vs WorldView-3): naive "
-                                     f"{pct(real.get('mean_drop_naive'))}, AdaBN {pct(real.get('mean_drop_adapted'))}",
+                                     f"{pct(real.get('mean_drop_naive'))}, {real.get('method', 'adapted')} {pct(real.get('mean_drop_adapted'))}",
                  "real-pair gap halved: " + yes((ms.get("goal") or {}).get("met"))))
     b = wf["best"]
     rows.append(("wildfire (10 m labels)", f"best with <= 10 % labels: {b['model']} at {b['budget']}: precision {pct(b['precision'])}, "
