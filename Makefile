@@ -33,11 +33,14 @@ repro: data
 repro-smoke: data
 	$(BIN)/dvc repro $$($(BIN)/python -m vhrfm.pipeline stages smoke)
 
-# The smoke pipeline runs first so the executed smoke notebooks exist; nbval then re-runs them.
+# The smoke pipeline runs first so the executed smoke notebooks exist; nbval then re-runs them in a sandbox
+# (vhrfm.nbcheck: copies of the smoke outputs), so the tests leave the workspace as dvc.lock has it.
 # pytest's exit code 5 (no test collected) is a failure here, never a silent pass.
 test: repro-smoke
-	$(BIN)/python -m pytest tests results/smoke/notebooks --nbval-lax -p no:cacheprovider; \
-	  rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+	$(BIN)/python -m pytest tests -p no:cacheprovider; \
+	  rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; rc=1; fi; \
+	  $(BIN)/python -m vhrfm.nbcheck --profile smoke; nb=$$?; \
+	  if [ $$rc -ne 0 ]; then exit $$rc; fi; exit $$nb
 
 bench: data
 	$(BIN)/python -m vhrfm.bench --out results/bench
