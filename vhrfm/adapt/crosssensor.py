@@ -129,35 +129,50 @@ def probe_logits(scaler, clf, f: torch.Tensor) -> torch.Tensor:
     return ((f - mu) / sd) @ w + b
 
 
-def tent(encoder, x: np.ndarray, dom: Domain, probe, steps: int = 10, lr: float = 1e-3, batch: int = 64, seed: int = 0):
-    """TENT (Wang et al., "Tent: fully test-time adaptation by entropy minimization", ICLR 2021, Eq. 1-2) on a
-    frozen encoder and a fixed linear probe: only the batch-norm affine parameters (gamma, beta) are optimised,
-    with Adam, to minimise the mean binary entropy of the probe's predictions on unlabeled target patches ``x``.
-    Batch-norm statistics stay those of ``encoder`` (AdaBN-estimated on the target beforehand: evaluation mode),
-    so the result does not depend on the test batch. Returns an adapted copy."""
-    enc = copy.deepcopy(encoder).eval()
-    bns = [m for m in enc.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine]
-    if not bns:
-        return enc
-    for p in enc.parameters():
+def binary_entropy(logit: torch.Tensor) -> torch.Tensor:
+    """Element-wise entropy of Bernoulli predictions given as logits (numerically stable)."""
+    p1 = torch.sigmoid(logit)
+    return -(p1 * torch.nn.functional.logsigmoid(logit) + (1 - p1) * torch.nn.functional.logsigmoid(-logit))
+
+
+def tent_bn_affine(module: torch.nn.Module, objective, steps: int, lr: float) -> torch.nn.Module:
+    """TENT (Wang et al., "Tent: fully test-time adaptation by entropy minimization", ICLR 2021, Eq. 1-2): a copy
+    of ``module`` whose batch-norm affine parameters (gamma, beta), and nothing else, are optimised with Adam for
+    ``steps`` steps to minimise ``objective(copy)`` (an entropy on unlabeled target data). The copy stays in
+    evaluation mode, so batch-norm statistics stay those of ``module`` (AdaBN's when run after it) and the result
+    does not depend on the test batch. Returns the adapted copy, with no parameter requiring gradients."""
+    out = copy.deepcopy(module).eval()
+    bns = [m for m in out.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine]
+    for p in out.parameters():
         p.requires_grad_(False)
     params = [p for m in bns for p in (m.weight, m.bias)]
+    if not params:
+        return out
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=lr)
-    scaler, clf, _ = probe
-    rng = np.random.default_rng(seed)
     for _ in range(steps):
-        xb = torch.from_numpy(np.ascontiguousarray(x[rng.integers(0, len(x), min(batch, len(x)))]))
-        logit = probe_logits(scaler, clf, enc(xb, dom.wavelengths, torch.full((len(xb),), dom.gsd), dom.widths).float())
-        p1 = torch.sigmoid(logit)
-        entropy = -(p1 * torch.nn.functional.logsigmoid(logit) + (1 - p1) * torch.nn.functional.logsigmoid(-logit)).mean()
+        loss = objective(out)
         opt.zero_grad(set_to_none=True)
-        entropy.backward()
+        loss.backward()
         opt.step()
     for p in params:
         p.requires_grad_(False)
-    return enc
+    return out
+
+
+def tent(encoder, x: np.ndarray, dom: Domain, probe, steps: int = 10, lr: float = 1e-3, batch: int = 64, seed: int = 0):
+    """TENT (:func:`tent_bn_affine`) on a frozen encoder and a fixed linear probe: the mean binary entropy of the
+    probe's predictions on unlabeled target patches ``x`` is minimised. Returns an adapted copy."""
+    scaler, clf, _ = probe
+    rng = np.random.default_rng(seed)
+
+    def objective(enc):
+        xb = torch.from_numpy(np.ascontiguousarray(x[rng.integers(0, len(x), min(batch, len(x)))]))
+        logit = probe_logits(scaler, clf, enc(xb, dom.wavelengths, torch.full((len(xb),), dom.gsd), dom.widths).float())
+        return binary_entropy(logit).mean()
+
+    return tent_bn_affine(encoder, objective, steps, lr)
 
 
 def normalised(raw: np.ndarray, mean, std) -> np.ndarray:
@@ -229,4 +244,5 @@ def summarise(matrix: dict, domains: list[str], adapted: str, naive: str = "naiv
 
 __all__ = ["METHODS", "Domain", "source_domain", "simulate_domain", "hist_match", "features", "adabn", "reestimate_bn",
            "normalised",
-           "domain_inputs", "cross_sensor_matrix", "summarise", "tent", "probe_logits", "TENT"]
+           "domain_inputs", "cross_sensor_matrix", "summarise", "tent", "tent_bn_affine", "binary_entropy", "probe_logits",
+           "TENT"]

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vhrfm.adapt.crosssensor import TENT, reestimate_bn
+from vhrfm.adapt.crosssensor import TENT, binary_entropy, reestimate_bn, tent_bn_affine
 from vhrfm.config import load_profile, models_dir, results_dir
 from vhrfm.data.normalize import load_stats
 
@@ -83,40 +83,21 @@ def hist_match_images(imgs, adapt, source, n_q: int = 101):
 
 
 def tent_detector(net, imgs, steps: int = TENT["steps"], lr: float = TENT["lr"], batch_size: int = 16, seed: int = 0):
-    """TENT (Wang et al., "Tent: fully test-time adaptation by entropy minimization", ICLR 2021) on a dense
-    detector: a copy whose batch-norm scales and shifts (only) are optimised with Adam to minimise the mean binary
-    entropy of its heat-map over the valid pixels of the unlabeled images ``imgs``. Batch-norm statistics stay
-    those of ``net`` (evaluation mode: AdaBN's when run after it)."""
-    import copy
-
+    """TENT (:func:`vhrfm.adapt.crosssensor.tent_bn_affine`) on a dense detector: the mean binary entropy of its
+    heat-map over the valid pixels of the unlabeled images ``imgs`` is minimised. Returns an adapted copy."""
     from vhrfm.apps.megafauna import _bands_for
 
-    out = copy.deepcopy(net).eval()
-    bns = [m for m in out.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine]
-    for p in out.parameters():
-        p.requires_grad_(False)
-    params = [p for m in bns for p in (m.weight, m.bias)]
-    if not params:
-        return out
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=lr)
     rng = np.random.default_rng(seed)
     wl, wd = torch.from_numpy(imgs.wavelengths), torch.from_numpy(imgs.widths)
-    for _ in range(steps):
+
+    def objective(out):
         idx = rng.integers(0, len(imgs), min(batch_size, len(imgs)))
         x = _bands_for(out, imgs, torch.from_numpy(imgs.X[idx]))
         logit = out(x, wl, torch.from_numpy(imgs.gsd[idx]).float(), wd)[:, 0]
         v = torch.from_numpy(imgs.valid[idx]).float()
-        p1 = torch.sigmoid(logit)
-        ent = -(p1 * torch.nn.functional.logsigmoid(logit) + (1 - p1) * torch.nn.functional.logsigmoid(-logit))
-        loss = (ent * v).sum() / v.sum().clamp(min=1.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    for p in params:
-        p.requires_grad_(False)
-    return out.eval()
+        return (binary_entropy(logit) * v).sum() / v.sum().clamp(min=1.0)
+
+    return tent_bn_affine(net, objective, steps, lr)
 
 
 def adapted_cells(net, source, adapt, test, thr: float, radius_m: float, n_boot: int, seed: int) -> dict:
