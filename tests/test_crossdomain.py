@@ -52,7 +52,7 @@ def test_leave_one_chip_out_never_predicts_a_chip_with_a_model_trained_on_it(mon
         return real_train(model, domains, **kw)
 
     monkeypatch.setattr(mf, "train_detector", spy)
-    monkeypatch.setattr(mf, "build_dense_model", lambda name, n, t, seed: Segmenter(create_encoder("mobilenetv3_small_anyband"), width=8))
+    monkeypatch.setattr(mf, "build_dense_model", lambda name, n, t, seed, **kw: Segmenter(create_encoder("mobilenetv3_small_anyband"), width=8))
     cfg = {"cross_domain_model": "teacher_frozen", "cross_domain_steps": 2, "radius_m": 1.5, "batch_size": 2, "lr": 1e-3,
            "sigma_m": 0.45, "encoder_lr_scale": 1.0, "min_precision": 0.9}
     r = leave_one_chip_out(sat, None, seals, cfg, None, 0, progress=False)

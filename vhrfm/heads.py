@@ -8,6 +8,8 @@ predicts per-pixel logits at the input resolution.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -106,26 +108,49 @@ def encoder_lr_scale(name: str, scale: float) -> float:
     return 1.0 if name in FROM_SCRATCH else float(scale)
 
 
-def build_dense_model(name: str, n_bands: int, teacher_path, seed: int, student: dict | None = None) -> nn.Module:
+def set_output_prior(model: nn.Module, prior: float) -> nn.Module:
+    """Initialise the bias of a dense model's output layer so that every pixel starts at probability ``prior``
+    (bias = log(prior / (1 - prior))): the focal-loss prior of RetinaNet (Lin et al., 2017) that CenterNet uses for
+    its centre heat-maps (Zhou et al., 2019, bias -2.19 = prior 0.1). Without it a sparse heat-map starts at 0.5
+    everywhere and the first steps only learn to say "no animal"."""
+    if not 0.0 < prior < 1.0:
+        raise ValueError(f"output prior must be a probability in (0, 1); found {prior}")
+    if isinstance(model, Segmenter):
+        out = model.head.out
+    elif isinstance(model, SMPUNet):
+        out = model.net.segmentation_head[0]
+    else:
+        raise TypeError(f"no known output layer in {type(model).__name__}")
+    with torch.no_grad():
+        out.bias.fill_(math.log(prior / (1.0 - prior)))
+    return model
+
+
+def build_dense_model(name: str, n_bands: int, teacher_path, seed: int, student: dict | None = None,
+                      output_prior: float | None = None) -> nn.Module:
     """The learned dense models of the applications, seeded: a U-Net from scratch; the pretrained encoder at
     ``teacher_path`` with a dense head, frozen or fine-tuned; or a compact student with a dense head, fine-tuned:
     from random initialisation (``student_scratch``) or from its self-supervised KD weights (``student_finetuned``,
     and ``student_taskkd``, which is trained with the teacher's soft outputs too). ``student`` = {"arch": registry
-    name, "path": the KD student's weights}."""
+    name, "path": the KD student's weights}. ``output_prior``: the output bias set by :func:`set_output_prior`
+    (the megafauna heat-maps); None keeps the layer's default initialisation."""
     from vhrfm.checkpoint import load_encoder
     from vhrfm.models import create_encoder
 
     torch.manual_seed(seed)
     if name == "unet_scratch":
-        return SMPUNet(in_channels=n_bands)
-    if name in TEACHER_MODELS:
-        return Segmenter(load_encoder(teacher_path), freeze_encoder=name == "teacher_frozen")
-    if name in STUDENT_MODELS:
+        model = SMPUNet(in_channels=n_bands)
+    elif name in TEACHER_MODELS:
+        model = Segmenter(load_encoder(teacher_path), freeze_encoder=name == "teacher_frozen")
+    elif name in STUDENT_MODELS:
         if not student or "arch" not in student:
             raise ValueError(f"{name} needs student={{'arch': ..., 'path': ...}}")
         if name == "student_scratch":
             enc = create_encoder(student["arch"])
             enc.card = {"arch": student["arch"], "arch_kwargs": {}}
-            return Segmenter(enc)
-        return Segmenter(load_encoder(student["path"]))
-    raise ValueError(f"unknown model {name!r}; expected one of {DENSE_MODELS}")
+            model = Segmenter(enc)
+        else:
+            model = Segmenter(load_encoder(student["path"]))
+    else:
+        raise ValueError(f"unknown model {name!r}; expected one of {DENSE_MODELS}")
+    return model if output_prior is None else set_output_prior(model, output_prior)

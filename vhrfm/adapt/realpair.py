@@ -169,7 +169,8 @@ def megafauna_real_pair(profile: str, progress: bool = True) -> dict:
 
     # B: a detector trained on every WorldView-3 chip; its in-domain F1 is the stage's leave-one-chip-out figure
     bb = mf["cross_domain"]["satellite_only"]
-    net_b = build_dense_model(name, sat.X.shape[1], models_dir(profile) / "teacher.safetensors", seed)
+    net_b = build_dense_model(name, sat.X.shape[1], models_dir(profile) / "teacher.safetensors", seed,
+                              output_prior=cfg.get("heatmap_prior"))
     train_detector(net_b, [sat], steps=cfg["cross_domain_steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                    sigma_m=cfg["sigma_m"], seed=seed, encoder_lr_scale=encoder_lr_scale(name, cfg["encoder_lr_scale"]),
                    crop=cfg.get("cross_domain_crop"), progress=progress, desc="satellite-only, every chip")

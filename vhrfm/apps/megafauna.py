@@ -471,7 +471,8 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
                 heat = det.heat
                 histories[f"{name}/{budget}"] = {"polarity": det.polarity}
             else:
-                model = build_dense_model(name, train.X.shape[1], teacher, seed, student=student)
+                model = build_dense_model(name, train.X.shape[1], teacher, seed, student=student,
+                                          output_prior=cfg.get("heatmap_prior"))
                 kd = kd_kwargs(name, results, trained, budget, train, cfg.get("kd_weight", 1.0))
                 h = train_detector(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                                    sigma_m=cfg["sigma_m"], seed=seed,
@@ -523,6 +524,7 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
     pick = (lambda r: {k: r[k] for k in keys if k in r})
     metrics = {
         "profile": profile, "radius_m": radius, "degrade": cfg["degrade"], "gsd_m": float(seals.gsd[0]),
+        "heatmap_prior": cfg.get("heatmap_prior"), "steps": cfg["steps"],
         "images": {"train": len(train), "val": len(val), "test": len(test), "satellite": len(sat)},
         "points": {"train": train.n_points, "val": val.n_points, "test": test.n_points, "satellite": sat.n_points,
                    "satellite_ignored": int(sum(len(i) for i in sat.ignore))},
@@ -578,7 +580,7 @@ def leave_one_chip_out(sat: DetImages, seals_train: DetImages | None, seals_val:
     kept, dets_all, thresholds = [], [], []
     for i in range(len(sat)):
         rest = sat.subset([j for j in range(len(sat)) if j != i])
-        model = build_dense_model(name, sat.X.shape[1], teacher, seed)
+        model = build_dense_model(name, sat.X.shape[1], teacher, seed, output_prior=cfg.get("heatmap_prior"))
         domains = [rest] if seals_train is None else [seals_train, rest]
         train_detector(model, domains, steps=cfg["cross_domain_steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
                        sigma_m=cfg["sigma_m"], seed=seed, encoder_lr_scale=cfg["encoder_lr_scale"],
@@ -676,6 +678,7 @@ def save_megafauna_models(profile: str, models: dict, results: dict, seals: DetI
                         "sigma_m": cfg["sigma_m"]},
             "test": {k: r[k] for k in ("precision", "recall", "f1", "ap")},
             "training": {**{k: cfg[k] for k in ("steps", "batch_size", "lr", "degrade")},
+                         "heatmap_prior": cfg.get("heatmap_prior") if kind != "classical" else None,
                          "encoder_lr_scale": encoder_lr_scale(name, cfg["encoder_lr_scale"]) if kind == "segmenter"
                          else None},
             "data": [{"source": SEALS, "licence": SOURCES[SEALS].licence, "attribution": SOURCES[SEALS].attribution,
