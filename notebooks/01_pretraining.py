@@ -286,7 +286,7 @@ print(json.dumps(metrics["summary"], indent=1))
 # %% [markdown]
 # ## Limits
 #
-# * The `cpu` profile pretrains a ViT-Tiny for about five minutes per method on two CPU cores: a
+# * The `cpu` profile pretrains a ViT-Tiny for about three minutes per method on two CPU cores: a
 #   demonstration of the method at a tiny budget, not a converged foundation model. The `gpu` profile
 #   is the full-scale run.
 # * The probe tasks are small (hundreds of test patches: see the CIs) and one of them (burned) is at 10 m.
