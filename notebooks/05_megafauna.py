@@ -26,8 +26,12 @@
 # **Protocol.** Detection as a centre heat-map (CenterNet-style focal loss) on a dense head, decoded
 # by peak finding. A detection is correct within `radius_m` of a labelled centre (one-to-one, greedy by
 # score). Label budgets of 10, 25 and 100 % of the training images (nested, seeded, stored). The
-# operating threshold of every model is chosen on the degraded validation split (best F1 among
-# thresholds reaching the precision target) and applied unchanged to both test sets.
+# operating threshold of every model is chosen on the degraded validation split (best F1) and applied
+# unchanged to both test sets. Beside it, each model's precision and recall on test at the lowest threshold
+# reaching the precision target (`precision_target`, 0.9) on validation: how many animals it keeps when it
+# must be that sure. (The earlier rule, the best F1 among thresholds reaching the target with a fall-back to
+# the best F1, kept 0–9 % of the animals in 17 of the 18 learned model-budget pairs of its last run, and
+# compared models at different kinds of point.)
 #
 # **Models** in the same run: the classical blob detector, a U-Net from scratch, the teacher with a
 # dense head (frozen, fine-tuned), and the compact student of chapter 2 with the same head: from scratch,
@@ -36,7 +40,8 @@
 # on the pixel holding its centre, as CenterNet does: the focal loss's positives are those pixels.
 # Every learned detector's output bias starts each pixel at probability `heatmap_prior` (0.1, CenterNet's
 # -2.19; the focal-loss prior of RetinaNet), so the first steps are not spent learning that most pixels
-# hold no animal (added after the U-Net from scratch scored F1 < 0.1 without it, at twice the steps).
+# hold no animal. (It was added because the U-Net from scratch scored F1 < 0.1; that turned out to come from
+# the operating-point rule described above, not from its training: its AP was already the highest.)
 
 # %% tags=["parameters"]
 profile = "cpu"
@@ -129,7 +134,9 @@ for where in ("test", "satellite"):
             rows.append({"set": "degraded seals" if where == "test" else "WV-3 whales", "model": model, "budget": budget,
                          "precision": r["precision"], "recall": r["recall"], "f1": r["f1"],
                          "f1_ci95": "[{:.3f}, {:.3f}]".format(*r.get("f1_ci95", [np.nan, np.nan])), "ap": r["ap"],
-                         "count_mae": r["count_mae"], "threshold": r["threshold"]})
+                         "count_mae": r["count_mae"], "threshold": r["threshold"],
+                         "precision_at_target": (r.get("at_precision_target") or {}).get("precision"),
+                         "recall_at_target": (r.get("at_precision_target") or {}).get("recall")})
 table = pd.DataFrame(rows)
 display(table.round(3))
 print("best (chosen on validation F1):", json.dumps(metrics["best"], indent=1))

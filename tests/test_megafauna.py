@@ -109,3 +109,23 @@ def test_real_loaders(smoke_splits):
     sat = load_beluga_images(stats, df)
     assert len(sat) == 5 and sat.X.shape[1] == 1 and sat.n_points == 12 and sum(len(i) for i in sat.ignore) == 2
     assert sat.wavelengths.shape == (1,)
+
+
+def test_the_precision_target_point_keeps_the_most_recall_reaching_the_target_and_has_no_fall_back():
+    from vhrfm.apps.megafauna import at_precision_target, precision_target_threshold
+
+    # scores 0.9 tp, 0.8 tp, 0.7 fp, 0.6 tp, 0.5 fp; 4 labelled animals
+    val = Scored(np.array([0.9, 0.8, 0.7, 0.6, 0.5], np.float32), np.array([1, 1, 0, 1, 0], np.int8),
+                 np.zeros(5, np.int64), np.array([4]))
+    # precision 1, 1, 0.667, 0.75, 0.6: the lowest threshold reaching 0.9 is 0.8 (recall 0.5), not 0.9 (0.25)
+    assert precision_target_threshold(val, 0.9) == pytest.approx(0.8)
+    assert precision_target_threshold(val, 0.7) == pytest.approx(0.6)
+    # never reached: no threshold, and the test point says so instead of falling back to the best F1
+    noisy = Scored(np.array([0.9, 0.8], np.float32), np.array([0, 1], np.int8), np.zeros(2, np.int64), np.array([3]))
+    assert precision_target_threshold(noisy, 0.9) is None
+    r = at_precision_target(noisy, val, 0.9)
+    assert r["reached_on_val"] is False and r["recall"] is None
+    # reached: the val threshold is applied to the test detections
+    test = Scored(np.array([0.95, 0.85, 0.75], np.float32), np.array([1, 0, 1], np.int8), np.zeros(3, np.int64), np.array([2]))
+    r = at_precision_target(val, test, 0.9)
+    assert r["threshold"] == pytest.approx(0.8) and r["precision"] == pytest.approx(0.5) and r["recall"] == pytest.approx(0.5)

@@ -289,6 +289,24 @@ def choose_threshold(s: Scored, min_precision: float = 0.0) -> float:
     return float(c.threshold[pick])
 
 
+def precision_target_threshold(s: Scored, target: float) -> float | None:
+    """On validation: the lowest score threshold (most recall) whose precision reaches ``target``; None when no
+    threshold does. Unlike :func:`choose_threshold` there is no fall-back: the point answers "what recall does
+    this model keep at that precision", which may be a handful of sure detections."""
+    c = pr_curve(s)
+    ok = c[(c.precision >= target) & (c.recall > 0)] if len(c) else c
+    return float(ok.threshold.min()) if len(ok) else None
+
+
+def at_precision_target(val: Scored, test: Scored, target: float) -> dict:
+    """Precision, recall and F1 on ``test`` at the threshold chosen on ``val`` by :func:`precision_target_threshold`."""
+    thr = precision_target_threshold(val, target)
+    if thr is None:
+        return {"target": target, "threshold": None, "reached_on_val": False, "precision": None, "recall": None,
+                "f1": None}
+    return {"target": target, "threshold": thr, "reached_on_val": True, **{k: float(v) for k, v in test.at(thr).items()}}
+
+
 def det_metrics(s: Scored, thr: float, n_boot: int = 1000, seed: int = 0) -> dict:
     """Precision, recall, F1 at ``thr``, AP, count error per image; bootstrap 95 % CIs over images."""
     out = {k: float(v) for k, v in s.at(thr).items()}
@@ -489,6 +507,8 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
             st = score_detections(test_dets, test, radius)
             m = det_metrics(st, thr, cfg["n_boot"], seed)
             m["val"] = det_metrics(sv, thr, 0)
+            if cfg.get("precision_target") is not None:
+                m["at_precision_target"] = at_precision_target(sv, st, cfg["precision_target"])
             m["train_images"], m["train_points"] = len(idx), sub.n_points
             results.setdefault(name, {})[budget] = m
             ss = score_detections(decode(heat(sat), sat), sat, radius)
@@ -520,7 +540,8 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
         "satellite": {"paths": sat.rows.path.tolist(), "points": [pt.tolist() for pt in sat.points],
                       "ignore": [pt.tolist() for pt in sat.ignore], "gsd": sat.gsd.tolist(),
                       "dets": [d.tolist() for d in decode(sat_heat, sat)]}}) + "\n")
-    keys = ("precision", "recall", "f1", "ap", "precision_ci95", "recall_ci95", "f1_ci95", "count_mae", "threshold")
+    keys = ("precision", "recall", "f1", "ap", "precision_ci95", "recall_ci95", "f1_ci95", "count_mae", "threshold",
+            "at_precision_target")
     pick = (lambda r: {k: r[k] for k in keys if k in r})
     metrics = {
         "profile": profile, "radius_m": radius, "degrade": cfg["degrade"], "gsd_m": float(seals.gsd[0]),
@@ -545,7 +566,7 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
                     "predicted by a model that did not train on it. Aerial-to-satellite is the model chosen on validation.",
         },
         "goal": {
-            "targets": {"precision": 0.90, "recall": 0.80, "at": "the threshold chosen on validation"},
+            "targets": {"precision": 0.90, "recall": 0.80, "at": "the threshold chosen on validation (best F1)"},
             "degraded_ok": bm["precision"] >= 0.90 and bm["recall"] >= 0.80,
             "satellite_ok": bs["precision"] >= 0.90 and bs["recall"] >= 0.80,
             "fm_vs_scratch_f1": {b: {"fm_model": (fm := max(("teacher_frozen", "teacher_finetuned"),
@@ -696,5 +717,5 @@ def save_megafauna_models(profile: str, models: dict, results: dict, seals: DetI
 
 __all__ = ["run_scene_check", "model_tag", "save_megafauna_models", "blob_response", "MODELS", "DetImages", "degrade", "load_seal_images", "load_beluga_images", "box_centres", "whale_centres", "heatmap_targets",
            "focal_heatmap_loss", "find_peaks", "match_image", "score_detections", "pr_curve", "average_precision",
-           "choose_threshold", "det_metrics", "BlobDetector", "decode", "train_detector", "predict_heat", "run_megafauna",
+           "choose_threshold", "precision_target_threshold", "at_precision_target", "det_metrics", "BlobDetector", "decode", "train_detector", "predict_heat", "run_megafauna",
            "leave_one_chip_out"]
