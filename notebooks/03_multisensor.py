@@ -124,7 +124,12 @@ print(json.dumps({"gap_reduction (counts)": metrics["gap_reduction"],
 # The methods, each on the target's unlabeled images with settings fixed beforehand: histogram matching
 # (classical), AdaBN (the detector's batch-norm statistics re-estimated on the target) and AdaBN + TENT
 # (batch-norm scales and shifts tuned to minimise the heat-map's entropy). The chapter's goal
-# (gap reduction >= 0.5 on real pairs) is judged on the method named in `params.yaml` beforehand.
+# (gap reduction >= 0.5 on real pairs) is judged on the method named in `params.yaml` beforehand, and it
+# counts as met only if the reduction reaches 0.5 both as the issue defines it (signed drops) and with each
+# drop floored at zero. The second reading exists because a cross-sensor F1 *above* the target's own in-domain
+# F1 (the satellite in-domain detector is trained on a dozen whales) gives a negative drop. The plain mean then
+# lets that offset the other direction's drop, and the reduction looks larger than any gap that was closed.
+# (This rule was added after a run in which the signed reduction passed 0.5 for that reason.)
 
 # %%
 real = metrics["real_pairs"]
@@ -133,7 +138,10 @@ f1 = pd.DataFrame({m: real["methods"][m]["f1"] for m in order})
 f1.insert(0, "in-domain F1 of the target", [real["in_domain"][k.split("->")[1]] for k in f1.index])
 display(f1.round(3))
 summary = pd.DataFrame({m: {"mean drop": real["methods"][m]["mean_drop_adapted"],
-                            "gap reduction": real["methods"][m]["gap_reduction"]} for m in order}).T
+                            "gap reduction": real["methods"][m]["gap_reduction"],
+                            "gap reduction, drops floored at 0": real["methods"][m].get("gap_reduction_clipped"),
+                            **{f"reduction {k}": v for k, v in real["methods"][m].get("gap_reduction_by_direction", {}).items()}}
+                        for m in order}).T
 display(summary.astype(float).round(3))
 print(f"method judged for the goal (named beforehand): {real['method']}")
 print(real["caveat"])
@@ -146,7 +154,8 @@ ax.legend(fontsize=7)
 fig.savefig(fig_dir / "real_pair.png", dpi=110, bbox_inches="tight")
 g = metrics["goal"]
 print(f"Goal (gap reduction >= {g['target_gap_reduction']} on real pairs): "
-      + ("MET" if g["met"] else "NOT MET") + f" (measured: {g['gap_reduction_real']})")
+      + ("MET" if g["met"] else "NOT MET") + f" (measured: {g['gap_reduction_real']} signed, "
+      f"{g.get('gap_reduction_real_clipped')} with drops floored at zero)")
 
 # %% [markdown]
 # ## Band sets: unseen ones work, impossible ones fail clearly

@@ -105,3 +105,14 @@ def test_the_goal_method_is_the_simulated_matrix_adapted_method():
     assert set(map(method_for, ["own_norm", "hist_match", "own_norm_adabn", "own_norm_adabn_tent"])) == set(METHODS)
     with pytest.raises(ValueError, match="no real-pair counterpart"):
         method_for("naive")
+
+
+def test_a_gain_over_a_weak_in_domain_reference_does_not_offset_the_other_drop_when_floored():
+    # b's in-domain F1 is weak (0.05): adapting a->b reaches 0.25, a negative drop of -0.2
+    ind = {"a": 0.6, "b": 0.05}
+    s = summarise_pair(ind, {"a->b": 0.0, "b->a": 0.1}, {"a->b": 0.25, "b->a": 0.2})
+    # signed: naive drops 0.05, 0.5 (mean 0.275); adapted -0.2, 0.4 (mean 0.1): reduction 0.636
+    assert s["gap_reduction"] == pytest.approx(1 - 0.1 / 0.275)
+    # floored: adapted drops 0, 0.4 (mean 0.2): reduction 0.273; the b->a drop itself is only reduced by 0.2
+    assert s["gap_reduction_clipped"] == pytest.approx(1 - 0.2 / 0.275)
+    assert s["gap_reduction_by_direction"] == pytest.approx({"a->b": 5.0, "b->a": 0.2})

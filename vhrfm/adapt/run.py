@@ -85,7 +85,12 @@ def run_multisensor(profile: str, progress: bool = True) -> dict:
                            "in species and scene, and the satellite side holds few animals",
         "goal": {"target_gap_reduction": 0.5, "on": "real sensor pairs",
                  "gap_reduction_real": real["gap_reduction"],
-                 "met": real["gap_reduction"] is not None and real["gap_reduction"] >= 0.5},
+                 "gap_reduction_real_clipped": real.get("gap_reduction_clipped"),
+                 "met_by_the_formula": real["gap_reduction"] is not None and real["gap_reduction"] >= 0.5,
+                 "met": all(g is not None and g >= 0.5 for g in (real["gap_reduction"], real.get("gap_reduction_clipped"))),
+                 "rule": "met when the gap reduction reaches the target both as defined (signed drops) and with each "
+                         "drop floored at zero: a cross-sensor F1 above a weak in-domain reference must not offset "
+                         "the other direction's drop"},
         "calibrated": {"naive": cal_matrix["naive"], "adapted": cal_matrix[cfg["adapted_method"]], "matrix": cal_matrix,
                        **{k: cal[k] for k in ("in_domain", "mean_drop", "mean_drop_naive", "mean_drop_adapted",
                                               "gap_reduction")},
