@@ -33,8 +33,9 @@
 # the best F1, kept 0–9 % of the animals in 17 of the 18 learned model-budget pairs of its last run, and
 # compared models at different kinds of point.)
 #
-# **Models** in the same run: the classical blob detector, a U-Net from scratch, the teacher with a
-# dense head (frozen, fine-tuned), and the compact student of chapter 2 with the same head: from scratch,
+# **Models** in the same run: the classical blob detector, a U-Net from scratch, the teacher with the
+# light dense head (frozen, fine-tuned), the teacher fine-tuned under the U-Net's own decoder (`teacher_unet`,
+# the same decoder as the U-Net from scratch), and the compact student of chapter 2 with the light head: from scratch,
 # fine-tuned from its self-supervised KD weights, and with task-specific KD (the teacher's heat-maps on
 # every training image plus the budget's labels). The heat-map target puts each animal's peak (value 1)
 # on the pixel holding its centre, as CenterNet does: the focal loss's positives are those pixels.
@@ -155,6 +156,23 @@ display(pd.DataFrame(g["fm_vs_scratch_f1"]).T.round(3))
 print(f"degraded seals: goal {'met' if g['degraded_ok'] else 'NOT met'}; WorldView-3 whales: goal "
       f"{'met' if g['satellite_ok'] else 'NOT met'}; foundation model ahead of the U-Net from scratch at: "
       f"{[b for b, v in g['fm_vs_scratch_f1'].items() if v['margin'] > 0] or 'no budget'}")
+
+# %% [markdown]
+# With the decoder held equal (`teacher_unet` against `unet_scratch`), test F1 on degraded seals; and the output
+# prior on and off: the models below trained again with the output layer's default bias, everything else equal
+# (seed, data, steps, threshold rule).
+
+# %%
+if "teacher_unet" in metrics["test"] and "unet_scratch" in metrics["test"]:
+    same = pd.DataFrame({b: {"teacher_unet": metrics["test"]["teacher_unet"][b]["f1"],
+                             "unet_scratch": metrics["test"]["unet_scratch"][b]["f1"]} for b in metrics["test"]["unet_scratch"]}).T
+    same["difference"] = same.teacher_unet - same.unet_scratch
+    display(same.round(3))
+if metrics.get("prior_ablation"):
+    ab = metrics["prior_ablation"]
+    display(pd.DataFrame({name: {"AP with prior": r["with_prior"]["ap"], "AP without": r["without_prior"]["ap"],
+                                 "F1 with prior": r["with_prior"]["f1"], "F1 without": r["without_prior"]["f1"]}
+                          for name, r in ab["models"].items()}).T.round(3))
 
 # %% [markdown]
 # ## Label-budget curves and precision-recall curves

@@ -1,9 +1,14 @@
-"""Dense heads on any encoder of :mod:`vhrfm.models`: multi-scale features and a light FPN-style decoder.
+"""Dense heads on any encoder of :mod:`vhrfm.models`: multi-scale features and a decoder.
 
 For a timm convolutional encoder the feature maps of every stage listed in timm's ``feature_info``
-are taken with forward hooks; for the ViT the patch-token map is the single scale. The decoder projects
-each scale to a common width, upsamples and sums them (feature pyramid, Lin et al., CVPR 2017), and
-predicts per-pixel logits at the input resolution.
+are taken with forward hooks; for the ViT the patch-token map is the single scale. Two decoders:
+
+- ``fpn`` (:class:`DenseHead`, light): projects each scale to a common width, upsamples and sums them (feature
+  pyramid, Lin et al., CVPR 2017) and predicts per-pixel logits at the finest feature scale, upsampled bilinearly;
+- ``unet`` (:class:`UNetHead`): segmentation-models-pytorch's U-Net decoder (Ronneberger et al., 2015) on the same
+  pyramid, coarse to fine with a skip connection at every scale and a last block at the input resolution: the
+  decoder of the U-Net trained from scratch, so a pretrained encoder and a random one can be compared with
+  everything else equal.
 """
 
 from __future__ import annotations
@@ -53,13 +58,57 @@ class DenseHead(nn.Module):
         return F.interpolate(self.out(self.fuse(y)), size=size, mode="bilinear", align_corners=False)
 
 
-class Segmenter(nn.Module):
-    """Encoder + dense head; ``freeze_encoder`` keeps the encoder's weights (and BN statistics) fixed."""
+UNET_DECODER_CHANNELS = (256, 128, 64, 32, 16)  # segmentation-models-pytorch's U-Net default (5 stages)
 
-    def __init__(self, encoder, out_channels: int = 1, width: int = 64, freeze_encoder: bool = False):
+
+def unet_pyramid(feats: list[torch.Tensor], size: tuple[int, int], levels: int = 5) -> list[torch.Tensor]:
+    """A single-scale feature map (the ViT's tokens) resampled to strides 2, 4, ... 2**levels of ``size`` (a
+    parameter-free pyramid, as in ViTDet's simple feature pyramid); a multi-scale pyramid is returned unchanged."""
+    if len(feats) > 1:
+        return feats
+    f = feats[0]
+    return [F.interpolate(f, size=(max(1, size[0] // 2**k), max(1, size[1] // 2**k)), mode="bilinear",
+                          align_corners=False) for k in range(1, levels + 1)]
+
+
+class UNetHead(nn.Module):
+    """segmentation-models-pytorch's U-Net decoder on an encoder's feature pyramid (fine to coarse), with a 3x3
+    output convolution at the input resolution (``out``, as smp's segmentation head)."""
+
+    def __init__(self, in_channels: list[int], out_channels: int = 1, single_scale: bool = False):
         super().__init__()
+        from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
+
+        chans = [in_channels[0]] * len(UNET_DECODER_CHANNELS) if single_scale else list(in_channels)
+        self.single_scale = single_scale
+        dec = UNET_DECODER_CHANNELS[-len(chans):]
+        # smp drops the first entry (the input-resolution skip it never uses); only the decoder's output shape needs it
+        self.decoder = UnetDecoder(encoder_channels=[0, *chans], decoder_channels=dec, n_blocks=len(chans))
+        self.out = nn.Conv2d(dec[-1], out_channels, 3, padding=1)
+
+    def forward(self, feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        feats = unet_pyramid(feats, size) if self.single_scale else feats
+        stem = feats[0].new_empty((feats[0].shape[0], 0, *size))  # stands for the input: gives the output size
+        return self.out(self.decoder([stem, *feats]))
+
+
+DECODERS = ("fpn", "unet")
+
+
+class Segmenter(nn.Module):
+    """Encoder + dense head (``decoder``: one of :data:`DECODERS`); ``freeze_encoder`` keeps the encoder's weights
+    (and BN statistics) fixed."""
+
+    def __init__(self, encoder, out_channels: int = 1, width: int = 64, freeze_encoder: bool = False,
+                 decoder: str = "fpn"):
+        super().__init__()
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r}; expected one of {DECODERS}")
         self.encoder = encoder
-        self.head = DenseHead(pyramid_channels(encoder), width, out_channels)
+        self.decoder = decoder
+        chans = pyramid_channels(encoder)
+        self.head = DenseHead(chans, width, out_channels) if decoder == "fpn" else \
+            UNetHead(chans, out_channels, single_scale=isinstance(encoder, AnyBandViT))
         self.frozen = freeze_encoder
         if freeze_encoder:
             for p in self.encoder.parameters():
@@ -93,7 +142,8 @@ class SMPUNet(nn.Module):
         return y[..., :h, :w]
 
 
-TEACHER_MODELS = ("teacher_frozen", "teacher_finetuned")
+# teacher_unet: the teacher fine-tuned with the U-Net decoder of unet_scratch (the same decoder on a pretrained encoder)
+TEACHER_MODELS = ("teacher_frozen", "teacher_finetuned", "teacher_unet")
 STUDENT_MODELS = ("student_scratch", "student_finetuned", "student_taskkd")
 DENSE_MODELS = ("unet_scratch", *TEACHER_MODELS, *STUDENT_MODELS)
 FROM_SCRATCH = ("unet_scratch", "student_scratch")  # no pretrained weights anywhere in the model
@@ -129,7 +179,8 @@ def set_output_prior(model: nn.Module, prior: float) -> nn.Module:
 def build_dense_model(name: str, n_bands: int, teacher_path, seed: int, student: dict | None = None,
                       output_prior: float | None = None) -> nn.Module:
     """The learned dense models of the applications, seeded: a U-Net from scratch; the pretrained encoder at
-    ``teacher_path`` with a dense head, frozen or fine-tuned; or a compact student with a dense head, fine-tuned:
+    ``teacher_path`` with the light dense head, frozen or fine-tuned, or fine-tuned with the U-Net decoder
+    (``teacher_unet``); or a compact student with a dense head, fine-tuned:
     from random initialisation (``student_scratch``) or from its self-supervised KD weights (``student_finetuned``,
     and ``student_taskkd``, which is trained with the teacher's soft outputs too). ``student`` = {"arch": registry
     name, "path": the KD student's weights}. ``output_prior``: the output bias set by :func:`set_output_prior`
@@ -141,7 +192,8 @@ def build_dense_model(name: str, n_bands: int, teacher_path, seed: int, student:
     if name == "unet_scratch":
         model = SMPUNet(in_channels=n_bands)
     elif name in TEACHER_MODELS:
-        model = Segmenter(load_encoder(teacher_path), freeze_encoder=name == "teacher_frozen")
+        model = Segmenter(load_encoder(teacher_path), freeze_encoder=name == "teacher_frozen",
+                          decoder="unet" if name == "teacher_unet" else "fpn")
     elif name in STUDENT_MODELS:
         if not student or "arch" not in student:
             raise ValueError(f"{name} needs student={{'arch': ..., 'path': ...}}")

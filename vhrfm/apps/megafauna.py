@@ -10,8 +10,8 @@ cross-domain test (aerial-degraded -> satellite). "Uncertain whale" boxes are ig
 is neither a true nor a false positive.
 
 Models (same images, splits and label budgets): a classical difference-of-Gaussians blob detector, a U-Net
-from scratch, the pretrained teacher with a dense head, frozen and fine-tuned, and a compact student with the
-same head: from scratch, fine-tuned from its self-supervised KD weights, and fine-tuned with task-specific KD
+from scratch, the pretrained teacher with a light dense head, frozen and fine-tuned, the teacher fine-tuned under the
+U-Net's decoder (``teacher_unet``), and a compact student with the light head: from scratch, fine-tuned from its self-supervised KD weights, and fine-tuned with task-specific KD
 from the teacher's heat-maps (:mod:`vhrfm.distill.task`).
 """
 
@@ -462,6 +462,35 @@ def predict_heat(model, imgs: DetImages, batch_size: int = 32) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- experiment
 
 
+def prior_ablation(cfg: dict, train: DetImages, val: DetImages, test: DetImages, budgets: dict, results: dict,
+                   teacher, seed: int, student: dict | None, progress: bool = True) -> dict:
+    """The output prior on and off, everything else equal: each model of ``cfg["prior_ablation"]["models"]`` is
+    trained again at ``cfg["prior_ablation"]["budget"]`` with the same seed, steps and data but the output layer's
+    default bias, its threshold chosen on validation the same way; the "with prior" side is that model's run in the
+    main table (same seed, so the two differ only by the output bias's initial value)."""
+    spec = cfg["prior_ablation"]
+    budget, radius = spec["budget"], cfg["radius_m"]
+    keys = ("precision", "recall", "f1", "ap", "f1_ci95")
+    out = {"budget": budget, "prior": cfg["heatmap_prior"], "steps": cfg["steps"], "models": {}}
+    for name in spec["models"]:
+        if name not in results or budget not in results[name]:
+            raise ValueError(f"prior ablation: {name} at {budget} is not in the main run (add it to models / budgets)")
+        model = build_dense_model(name, train.X.shape[1], teacher, seed, student=student, output_prior=None)
+        train_detector(model, train.subset(budgets[budget]), steps=cfg["steps"], batch_size=cfg["batch_size"],
+                       lr=cfg["lr"], sigma_m=cfg["sigma_m"], seed=seed,
+                       encoder_lr_scale=encoder_lr_scale(name, cfg["encoder_lr_scale"]), progress=progress,
+                       desc=f"{name} {budget} without prior")
+        sv = score_detections(decode(predict_heat(model, val), val), val, radius)
+        thr = choose_threshold(sv, cfg["min_precision"])
+        st = score_detections(decode(predict_heat(model, test), test), test, radius)
+        off = det_metrics(st, thr, cfg["n_boot"], seed)
+        on = results[name][budget]
+        out["models"][name] = {"with_prior": {k: on[k] for k in keys if k in on},
+                               "without_prior": {k: off[k] for k in keys if k in off},
+                               "ap_gain": on["ap"] - off["ap"], "f1_gain": on["f1"] - off["f1"]}
+    return out
+
+
 def run_megafauna(profile: str, progress: bool = True) -> dict:
     """Train every model at every label budget on degraded seals; test on degraded seals and on WorldView-3 whales."""
     p = load_profile(profile)
@@ -526,6 +555,8 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
     picks = deployment_picks(results)
     index = save_megafauna_models(profile, {k: trained[k] for k in {*picks.values(), *((mn, largest) for mn in results)}},
                                   results, seals, stats, cfg, picks)
+    ablation = prior_ablation(cfg, train, val, test, budgets, results, teacher, seed, student, progress) \
+        if cfg.get("prior_ablation") and cfg.get("heatmap_prior") is not None else None
     cross = {}
     if cfg.get("cross_domain_model"):
         cross["satellite_only"] = leave_one_chip_out(sat, None, val, cfg, teacher, seed, progress)
@@ -543,9 +574,10 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
     keys = ("precision", "recall", "f1", "ap", "precision_ci95", "recall_ci95", "f1_ci95", "count_mae", "threshold",
             "at_precision_target")
     pick = (lambda r: {k: r[k] for k in keys if k in r})
+    ran_fm = [m for m in TEACHER_MODELS if m in results]  # the foundation-model variants that ran
     metrics = {
         "profile": profile, "radius_m": radius, "degrade": cfg["degrade"], "gsd_m": float(seals.gsd[0]),
-        "heatmap_prior": cfg.get("heatmap_prior"), "steps": cfg["steps"],
+        "heatmap_prior": cfg.get("heatmap_prior"), "steps": cfg["steps"], "prior_ablation": ablation,
         "images": {"train": len(train), "val": len(val), "test": len(test), "satellite": len(sat)},
         "points": {"train": train.n_points, "val": val.n_points, "test": test.n_points, "satellite": sat.n_points,
                    "satellite_ignored": int(sum(len(i) for i in sat.ignore))},
@@ -569,11 +601,10 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
             "targets": {"precision": 0.90, "recall": 0.80, "at": "the threshold chosen on validation (best F1)"},
             "degraded_ok": bm["precision"] >= 0.90 and bm["recall"] >= 0.80,
             "satellite_ok": bs["precision"] >= 0.90 and bs["recall"] >= 0.80,
-            "fm_vs_scratch_f1": {b: {"fm_model": (fm := max(("teacher_frozen", "teacher_finetuned"),
-                                                             key=lambda m: results[m][b]["val"]["f1"])),
+            "fm_vs_scratch_f1": {b: {"fm_model": (fm := max(ran_fm, key=lambda m: results[m][b]["val"]["f1"])),
                                      "fm_f1": results[fm][b]["f1"], "scratch_f1": results["unet_scratch"][b]["f1"],
                                      "margin": results[fm][b]["f1"] - results["unet_scratch"][b]["f1"]}
-                                 for b in budgets if {"teacher_frozen", "teacher_finetuned", "unet_scratch"} <= set(results)},
+                                 for b in budgets if ran_fm and "unet_scratch" in results},
         },
         "deployed": {"model": picks["default"][0], "budget": picks["default"][1], "file": index["default"],
                      "selected_on": "validation F1 among the students (among every model when no student ran)",

@@ -140,13 +140,14 @@ class TaskModel:
 
 def encoder_card(model_name: str, model) -> dict:
     """The card fields of a learned any-band model (encoder + dense head): the encoder's architecture, where its
-    weights started (the teacher, a self-supervised KD student, or nothing) and whether it was frozen."""
+    weights started (the teacher, a self-supervised KD student, or nothing), whether it was frozen, and its dense
+    decoder (``fpn`` or ``unet``, :mod:`vhrfm.heads`)."""
     enc = model.encoder.card
     start = ("teacher" if model_name.startswith("teacher") else
              None if model_name == "student_scratch" else f"kd_{enc['arch']} (self-supervised KD of the teacher)")
     return {"encoder": {"arch": enc["arch"], "arch_kwargs": enc.get("arch_kwargs", {}), "pretrained": start,
                         "frozen": model.frozen, "task_kd": model_name == "student_taskkd"},
-            "head_width": model.head.out.in_channels}
+            "head_width": model.head.out.in_channels, "dense_decoder": model.decoder}
 
 
 def deployment_picks(results: dict, few_label: tuple[str, str] | None = None) -> dict[str, tuple[str, str]]:
@@ -173,7 +174,7 @@ def build_net(card: dict) -> torch.nn.Module:
 
     if card["kind"] == "segmenter":
         enc = create_encoder(card["encoder"]["arch"], **card["encoder"].get("arch_kwargs", {}))
-        return Segmenter(enc, width=card.get("head_width", 64))
+        return Segmenter(enc, width=card.get("head_width", 64), decoder=card.get("dense_decoder", "fpn"))
     if card["kind"] == "unet":
         return SMPUNet(in_channels=len(card["bands"]), encoder_name=card.get("unet_encoder", "resnet18"))
     raise ValueError(f"no network for kind {card['kind']!r}")

@@ -2,7 +2,8 @@
 
 Models (same tiles, same splits, same budgets): a classical spectral-index threshold, a U-Net trained
 from scratch (segmentation-models-pytorch), the pretrained teacher with a light dense head, frozen
-and fine-tuned, and a compact student with the same head: from scratch, fine-tuned from its self-supervised
+and fine-tuned, the teacher fine-tuned under the U-Net's decoder (``teacher_unet``), and a compact student with
+the light head: from scratch, fine-tuned from its self-supervised
 KD weights, and fine-tuned with task-specific KD from the teacher (:mod:`vhrfm.distill.task`). The operating
 threshold of every model is chosen on validation (precision first) and the metrics are reported on test. A
 bright-cloud rule fitted on the training tiles' cloud masks goes into every task-model card: whole-scene
@@ -208,7 +209,7 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
                  **{k: bm[k] for k in ("precision", "recall", "f1", "iou", "threshold")}},
         "throughput": timings,
         "classical_index": {b: histories[f"classical/{b}"]["index"] for b in budgets} if "classical" in results else {},
-        "goal": goal_check(results, small, fm=("teacher_frozen", "teacher_finetuned"), baseline="unet_scratch",
+        "goal": goal_check(results, small, fm=TEACHER_MODELS, baseline="unet_scratch",
                            best=(best_model, best_budget)),
         "deployed": {"model": deploy[0], "budget": deploy[1], "file": saved["default"],
                      "selected_on": "validation F1 among the students (among every model when no student ran)",

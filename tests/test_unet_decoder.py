@@ -1,0 +1,66 @@
+"""The U-Net decoder on an any-band encoder (``teacher_unet``): shapes, the same decoder as the U-Net from
+scratch, the output prior, and a task-model card that rebuilds it."""
+
+import numpy as np
+import pytest
+import torch
+
+from vhrfm.apps.taskmodel import encoder_card, load_task_model, save_task_model
+from vhrfm.heads import (SMPUNet, TEACHER_MODELS, Segmenter, UNetHead, set_output_prior, unet_pyramid)
+from vhrfm.models import create_encoder
+
+WL, WD = torch.tensor([660.0, 560.0, 490.0]), torch.tensor([30.0, 35.0, 65.0])
+
+
+@pytest.mark.parametrize("arch", ["resnet18_anyband", "mobilenetv3_small_anyband", "vit_nano_p8"])
+@pytest.mark.parametrize("hw", [(64, 64), (72, 40)])
+def test_unet_decoder_predicts_at_the_input_resolution(arch, hw):
+    torch.manual_seed(0)
+    model = Segmenter(create_encoder(arch), decoder="unet").eval()
+    with torch.no_grad():
+        y = model(torch.randn(2, 3, *hw), WL, torch.full((2,), 0.5), WD)
+    assert y.shape == (2, 1, *hw)
+    assert isinstance(model.head, UNetHead) and model.decoder == "unet"
+
+
+def test_the_decoder_is_the_one_of_the_unet_from_scratch():
+    """Same smp decoder blocks (shapes of every weight) on a ResNet-18 pyramid as smp's own U-Net with resnet18."""
+    ours = Segmenter(create_encoder("resnet18_anyband"), decoder="unet").head.decoder.state_dict()
+    smp = SMPUNet(in_channels=3).net.decoder.state_dict()
+    assert list(ours) == list(smp)
+    assert all(ours[k].shape == smp[k].shape for k in ours)
+
+
+def test_a_single_scale_map_becomes_a_five_level_pyramid_and_a_pyramid_is_kept():
+    f = torch.randn(1, 8, 8, 8)  # a ViT p8 token map of a 64 px input
+    levels = unet_pyramid([f], (64, 64))
+    assert [t.shape[-1] for t in levels] == [32, 16, 8, 4, 2]
+    feats = [torch.randn(1, 4, 32, 32), torch.randn(1, 4, 16, 16)]
+    assert unet_pyramid(feats, (64, 64)) is feats
+
+
+def test_unknown_decoder_is_refused():
+    with pytest.raises(ValueError, match="decoder"):
+        Segmenter(create_encoder("resnet18_anyband"), decoder="deeplab")
+
+
+def test_output_prior_on_the_unet_decoder():
+    model = set_output_prior(Segmenter(create_encoder("mobilenetv3_small_anyband"), decoder="unet"), 0.1)
+    assert torch.allclose(torch.sigmoid(model.head.out.bias), torch.tensor([0.1]), atol=1e-6)
+    assert "teacher_unet" in TEACHER_MODELS
+
+
+def test_card_rebuilds_the_unet_decoder(tmp_path):
+    torch.manual_seed(0)
+    net = Segmenter(create_encoder("resnet18_anyband"), decoder="unet")
+    net.encoder.card = {"arch": "resnet18_anyband", "arch_kwargs": {}}
+    card = {"task": "wildfire", "kind": "segmenter", "bands": ["red", "green", "blue"], "wavelengths": WL.tolist(),
+            "widths": WD.tolist(), "gsd_m": 10.0, "norm": {"mean": [100.0] * 3, "std": [50.0] * 3}, "threshold": 0.5,
+            **encoder_card("teacher_unet", net)}
+    assert card["dense_decoder"] == "unet" and card["encoder"]["pretrained"] == "teacher"
+    m = load_task_model(save_task_model(tmp_path / "tu", net, card))
+    assert m.net.decoder == "unet"
+    x = np.random.default_rng(0).integers(0, 255, (2, 3, 64, 64)).astype(np.float32)
+    with torch.no_grad():
+        direct = torch.sigmoid(net.eval()(torch.from_numpy((x - 100) / 50), WL, torch.full((2,), 10.0), WD)[:, 0]).numpy()
+    np.testing.assert_allclose(m.probs(x), direct, atol=1e-5)
