@@ -35,7 +35,8 @@
 #
 # **Models** in the same run: the classical blob detector, a U-Net from scratch, the teacher with the
 # light dense head (frozen, fine-tuned), the teacher fine-tuned under the U-Net's own decoder (`teacher_unet`,
-# the same decoder as the U-Net from scratch), and the compact student of chapter 2 with the light head: from scratch,
+# the same decoder as the U-Net from scratch) and that architecture from random weights (`anyband_unet_scratch`),
+# and the compact student of chapter 2 with the light head: from scratch,
 # fine-tuned from its self-supervised KD weights, and with task-specific KD (the teacher's heat-maps on
 # every training image plus the budget's labels). The heat-map target puts each animal's peak (value 1)
 # on the pixel holding its centre, as CenterNet does: the focal loss's positives are those pixels.
@@ -158,15 +159,17 @@ print(f"degraded seals: goal {'met' if g['degraded_ok'] else 'NOT met'}; WorldVi
       f"{[b for b, v in g['fm_vs_scratch_f1'].items() if v['margin'] > 0] or 'no budget'}")
 
 # %% [markdown]
-# With the decoder held equal (`teacher_unet` against `unet_scratch`), test F1 on degraded seals; and the output
+# With the decoder held equal (`teacher_unet`, the same architecture from random weights `anyband_unet_scratch`, and
+# `unet_scratch`), test F1 on degraded seals; and the output
 # prior on and off: the models below trained again with the output layer's default bias, everything else equal
 # (seed, data, steps, threshold rule).
 
 # %%
-if "teacher_unet" in metrics["test"] and "unet_scratch" in metrics["test"]:
-    same = pd.DataFrame({b: {"teacher_unet": metrics["test"]["teacher_unet"][b]["f1"],
-                             "unet_scratch": metrics["test"]["unet_scratch"][b]["f1"]} for b in metrics["test"]["unet_scratch"]}).T
-    same["difference"] = same.teacher_unet - same.unet_scratch
+same_models = [m for m in ("teacher_unet", "anyband_unet_scratch", "unet_scratch") if m in metrics["test"]]
+if same_models:
+    same = pd.DataFrame({b: {m: metrics["test"][m][b]["f1"] for m in same_models} for b in metrics["test"][same_models[0]]}).T
+    if {"teacher_unet", "anyband_unet_scratch"} <= set(same_models):
+        same["pretrained - random"] = same.teacher_unet - same.anyband_unet_scratch
     display(same.round(3))
 if metrics.get("prior_ablation"):
     ab = metrics["prior_ablation"]

@@ -64,3 +64,20 @@ def test_card_rebuilds_the_unet_decoder(tmp_path):
     with torch.no_grad():
         direct = torch.sigmoid(net.eval()(torch.from_numpy((x - 100) / 50), WL, torch.full((2,), 10.0), WD)[:, 0]).numpy()
     np.testing.assert_allclose(m.probs(x), direct, atol=1e-5)
+
+
+def test_the_random_twin_of_teacher_unet_has_its_architecture_and_no_pretrained_weights(tmp_path):
+    from vhrfm.checkpoint import save_encoder
+    from vhrfm.heads import FROM_SCRATCH, build_dense_model, encoder_lr_scale
+
+    torch.manual_seed(1)
+    enc = create_encoder("resnet18_anyband")
+    path = save_encoder(enc, tmp_path / "teacher.safetensors", {"arch": "resnet18_anyband", "arch_kwargs": {}})
+    pre = build_dense_model("teacher_unet", 3, path, seed=0)
+    rnd = build_dense_model("anyband_unet_scratch", 3, path, seed=0)
+    a, b = pre.state_dict(), rnd.state_dict()
+    assert list(a) == list(b) and all(a[k].shape == b[k].shape for k in a)  # the same architecture
+    conv = "encoder.body.layer1.0.conv1.weight"
+    assert torch.equal(a[conv], enc.state_dict()["body.layer1.0.conv1.weight"]) and not torch.equal(a[conv], b[conv])
+    assert "anyband_unet_scratch" in FROM_SCRATCH and encoder_lr_scale("anyband_unet_scratch", 0.1) == 1.0
+    assert encoder_card("anyband_unet_scratch", rnd)["encoder"]["pretrained"] is None

@@ -147,3 +147,38 @@ def test_segmenter_output_size_and_frozen_encoder(name):
     assert any(p.grad is not None for p in model.head.parameters())
     unet = SMPUNet(in_channels=3)
     assert unet(torch.randn(1, 3, 50, 70)).shape == (1, 1, 50, 70)
+
+
+def test_pretraining_ablation_trains_each_seed_once_and_reuses_the_main_table(monkeypatch):
+    """Seed 0 at the default learning-rate scale comes from the main table; every other (variant, seed) is trained
+    once, with the seed passed to both the initial weights and the training crops; mean and sd over seeds."""
+    from types import SimpleNamespace
+
+    import vhrfm.apps.wildfire as wf
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((6, 8, 8)) < 0.3).astype(np.int64)
+
+    class Tiles(SimpleNamespace):
+        def subset(self, idx):
+            return self
+
+    tiles = Tiles(X=np.zeros((6, 3, 8, 8), np.float32), Y=y)
+    built, trained = [], []
+    monkeypatch.setattr(wf, "build_dense_model", lambda name, n, teacher, s, **kw: built.append((name, s)) or name)
+    monkeypatch.setattr(wf, "train_segmenter", lambda model, sub, seed, encoder_lr_scale, **kw:
+                        trained.append((model, seed, encoder_lr_scale)))
+    monkeypatch.setattr(wf, "predict_probs", lambda model, t: np.clip(t.Y + 0.1 * len(trained), 0, 1).astype(np.float32))
+    main = {"precision": 0.5, "recall": 0.5, "f1": 0.5, "val": {"f1": 0.6}}
+    spec = {"budget": "10%", "seeds": [0, 1], "variants": [{"name": "u", "model": "unet_scratch"},
+                                                          {"name": "t_fast", "model": "teacher_unet", "encoder_lr_scale": 1.0}]}
+    cfg = {"encoder_lr_scale": 0.1, "steps": 1, "batch_size": 1, "lr": 1e-3, "crop": 8, "min_precision": 0.0}
+    out = wf.pretraining_ablation(spec, cfg, tiles, tiles, tiles, {"10%": [0]}, {"unet_scratch": {"10%": main}},
+                                  "teacher.safetensors", seed=0, progress=False)
+    assert built == [("unet_scratch", 1), ("teacher_unet", 0), ("teacher_unet", 1)]
+    assert trained == [("unet_scratch", 1, 1.0), ("teacher_unet", 0, 1.0), ("teacher_unet", 1, 1.0)]
+    u = out["variants"]["u"]
+    assert [r["from"] for r in u["runs"]] == ["main table", "trained here"] and u["runs"][0]["f1"] == 0.5
+    assert u["runs"][1]["f1"] == 1.0  # perfect predictions on the fake tiles
+    assert u["f1_mean"] == pytest.approx(0.75) and u["f1_sd"] == pytest.approx(np.std([0.5, 1.0], ddof=1))
+    assert out["variants"]["t_fast"]["encoder_lr_scale"] == 1.0

@@ -142,11 +142,13 @@ class SMPUNet(nn.Module):
         return y[..., :h, :w]
 
 
-# teacher_unet: the teacher fine-tuned with the U-Net decoder of unet_scratch (the same decoder on a pretrained encoder)
+# teacher_unet: the teacher fine-tuned under the U-Net decoder of unet_scratch (the same decoder on a pretrained encoder)
 TEACHER_MODELS = ("teacher_frozen", "teacher_finetuned", "teacher_unet")
 STUDENT_MODELS = ("student_scratch", "student_finetuned", "student_taskkd")
-DENSE_MODELS = ("unet_scratch", *TEACHER_MODELS, *STUDENT_MODELS)
-FROM_SCRATCH = ("unet_scratch", "student_scratch")  # no pretrained weights anywhere in the model
+# anyband_unet_scratch: teacher_unet's exact architecture (the teacher's encoder with its any-band stem, the U-Net
+# decoder) from random weights: the control that isolates what the pretrained weights add
+DENSE_MODELS = ("unet_scratch", "anyband_unet_scratch", *TEACHER_MODELS, *STUDENT_MODELS)
+FROM_SCRATCH = ("unet_scratch", "anyband_unet_scratch", "student_scratch")  # no pretrained weights anywhere
 
 
 def encoder_lr_scale(name: str, scale: float) -> float:
@@ -176,9 +178,25 @@ def set_output_prior(model: nn.Module, prior: float) -> nn.Module:
     return model
 
 
+def teacher_architecture(teacher_path) -> dict:
+    """The teacher's encoder architecture from its card (``arch``, ``arch_kwargs``), without its weights."""
+    import json
+
+    from vhrfm.checkpoint import card_path, resolve
+    from vhrfm.errors import VHRFMInputError
+
+    cp = card_path(resolve(teacher_path))
+    if not cp.exists():
+        raise VHRFMInputError("model card missing beside the weights", expected=str(cp), found="nothing")
+    card = json.loads(cp.read_text())
+    return {"arch": card["arch"], "arch_kwargs": card.get("arch_kwargs", {})}
+
+
 def build_dense_model(name: str, n_bands: int, teacher_path, seed: int, student: dict | None = None,
                       output_prior: float | None = None) -> nn.Module:
-    """The learned dense models of the applications, seeded: a U-Net from scratch; the pretrained encoder at
+    """The learned dense models of the applications, seeded: a U-Net from scratch; the architecture of
+    ``teacher_unet`` from random weights (``anyband_unet_scratch``; only the architecture is read from
+    ``teacher_path``); the pretrained encoder at
     ``teacher_path`` with the light dense head, frozen or fine-tuned, or fine-tuned with the U-Net decoder
     (``teacher_unet``); or a compact student with a dense head, fine-tuned:
     from random initialisation (``student_scratch``) or from its self-supervised KD weights (``student_finetuned``,
@@ -191,6 +209,11 @@ def build_dense_model(name: str, n_bands: int, teacher_path, seed: int, student:
     torch.manual_seed(seed)
     if name == "unet_scratch":
         model = SMPUNet(in_channels=n_bands)
+    elif name == "anyband_unet_scratch":
+        arch = teacher_architecture(teacher_path)
+        enc = create_encoder(arch["arch"], **arch["arch_kwargs"])
+        enc.card = arch
+        model = Segmenter(enc, decoder="unet")
     elif name in TEACHER_MODELS:
         model = Segmenter(load_encoder(teacher_path), freeze_encoder=name == "teacher_frozen",
                           decoder="unet" if name == "teacher_unet" else "fpn")

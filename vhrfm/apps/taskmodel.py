@@ -142,9 +142,11 @@ def encoder_card(model_name: str, model) -> dict:
     """The card fields of a learned any-band model (encoder + dense head): the encoder's architecture, where its
     weights started (the teacher, a self-supervised KD student, or nothing), whether it was frozen, and its dense
     decoder (``fpn`` or ``unet``, :mod:`vhrfm.heads`)."""
+    from vhrfm.heads import FROM_SCRATCH
+
     enc = model.encoder.card
     start = ("teacher" if model_name.startswith("teacher") else
-             None if model_name == "student_scratch" else f"kd_{enc['arch']} (self-supervised KD of the teacher)")
+             None if model_name in FROM_SCRATCH else f"kd_{enc['arch']} (self-supervised KD of the teacher)")
     return {"encoder": {"arch": enc["arch"], "arch_kwargs": enc.get("arch_kwargs", {}), "pretrained": start,
                         "frozen": model.frozen, "task_kd": model_name == "student_taskkd"},
             "head_width": model.head.out.in_channels, "dense_decoder": model.decoder}
