@@ -81,3 +81,30 @@ def test_the_random_twin_of_teacher_unet_has_its_architecture_and_no_pretrained_
     assert torch.equal(a[conv], enc.state_dict()["body.layer1.0.conv1.weight"]) and not torch.equal(a[conv], b[conv])
     assert "anyband_unet_scratch" in FROM_SCRATCH and encoder_lr_scale("anyband_unet_scratch", 0.1) == 1.0
     assert encoder_card("anyband_unet_scratch", rnd)["encoder"]["pretrained"] is None
+
+
+def test_onnx_export_of_the_unet_decoder_matches_torch_at_other_sizes(tmp_path):
+    import warnings
+
+    import onnxruntime as ort
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return torch.sigmoid(self.net(x, WL, torch.full((x.shape[0],), 1.0), WD))
+
+    torch.manual_seed(0)
+    model = Fixed(Segmenter(create_encoder("resnet18_anyband"), decoder="unet")).eval()
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(1, 3, 64, 64),), str(path), input_names=["image"], output_names=["p"],
+                          dynamic_axes={"image": {0: "b", 2: "h", 3: "w"}}, opset_version=17, dynamo=False)
+    model.eval()  # the exporter restores the wrapper's training flag: back to evaluation
+    sess = ort.InferenceSession(str(path))
+    x = torch.randn(2, 3, 100, 72)
+    with torch.no_grad():
+        np.testing.assert_allclose(sess.run(None, {"image": x.numpy()})[0], model(x).numpy(), atol=1e-5)
