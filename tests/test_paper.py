@@ -67,3 +67,9 @@ def test_readme_results_table_is_current():
     table = results_table("cpu")
     assert table.count("\n") >= 6 and "pretraining" in table and "megafauna" in table
     assert update_readme(check=True), "README results table is stale: run `vhrfm readme` after `dvc repro`"
+
+
+def test_points_filter_signs_differences_and_says_when_unmeasured():
+    from vhrfm.paper import NOT_MEASURED, points
+
+    assert points(-0.0195) == "-1.9 points" and points(0.25) == "+25.0 points" and points(None) == NOT_MEASURED

@@ -71,6 +71,11 @@ def num(x: float | None, digits: int = 3) -> str:
     return NOT_MEASURED if x is None else f"{float(x):.{digits}f}"
 
 
+def points(x: float | None, digits: int = 1) -> str:
+    """A difference of two fractions in signed percentage points ("+2.5 points"); null says not measured."""
+    return NOT_MEASURED if x is None else f"{100 * float(x):+.{digits}f} points"
+
+
 def by_budget(mapping: dict) -> list:
     """Items of a {budget: value} mapping in increasing budget ("1%" < "5%" < "10%" < "100%"), whatever the JSON
     key order (metrics files are written with sorted keys)."""
@@ -163,7 +168,7 @@ def render(profile: str, template: str | Path | None = None, out: str | Path | N
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template.parent)), undefined=jinja2.StrictUndefined,
                              autoescape=False, keep_trailing_newline=True)
-    env.filters.update(pct=pct, num=num, ci=ci, by_budget=by_budget)
+    env.filters.update(pct=pct, num=num, ci=ci, by_budget=by_budget, points=points)
     md = env.get_template(template.name).render(m=load_metrics(profile), profile=profile, fig=fig)
     body = MarkdownIt("commonmark", {"html": True}).enable("table").render(md)
     html = ("<!doctype html><html><head><meta charset='utf-8'><title>vhrfm</title><style>"
