@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from vhrfm.bench import bench_io, run_io
 
 
@@ -54,3 +56,5 @@ def test_scene_benchmark_measures_ratio_and_rss(tmp_path):
     for x in r:
         assert x["peak_rss_mb"] > 0 and 0 < x["model_only_s"] and x["end_to_end_s"] > 0
         assert abs(x["ratio_end_to_end_vs_model"] / (x["end_to_end_mpx_s"] / x["model_only_mpx_s"]) - 1) < 0.05
+        assert 0 < x["ratio_end_to_end_vs_model_in_run"] <= 1 and x["warmup_batch_s"] > 0
+        assert x["ratio_end_to_end_vs_model_in_run"] == pytest.approx(x["timing_s"]["model_s"] / x["end_to_end_s"], rel=0.02, abs=0.01)

@@ -186,15 +186,23 @@ from vhrfm.data.io import open_raster, tile_grid
 card, scene, out, tile, overlap, bs = sys.argv[1:7]
 tile, overlap, bs = int(tile), int(overlap), int(bs)
 m = load_task_model(card)
-s = predict_scene(scene, m, out, tile=tile, overlap=overlap, batch_size=bs, write_map=True, progress=False)
-# model only, on the same windows, read into memory beforehand
+# one warm-up batch before either timing (first-call costs: thread pools, allocator, kernel selection), timed apart
 with open_raster(scene) as src:
     gsd = pixel_size_m(src)
+    _, raw, valid = next(iter_batches(src, tile_grid(src.height, src.width, tile, overlap), tile, bs))
+t0 = time.perf_counter()
+m.probs(raw, gsd=gsd, valid=valid)
+warmup_s = time.perf_counter() - t0
+del raw, valid
+s = predict_scene(scene, m, out, tile=tile, overlap=overlap, batch_size=bs, write_map=True, progress=False)
+# model only, on the same windows, read into memory beforehand (after the prediction: its peak RSS is its own)
+with open_raster(scene) as src:
     batches = [(raw, valid) for _, raw, valid in iter_batches(src, tile_grid(src.height, src.width, tile, overlap), tile, bs)]
 t0 = time.perf_counter()
 for raw, valid in batches:
     m.probs(raw, gsd=gsd, valid=valid)
 s["model_only_s"] = time.perf_counter() - t0
+s["warmup_s"] = warmup_s
 print(json.dumps(s))
 """
 
@@ -204,7 +212,9 @@ def bench_scene(card: str | Path, scene: str | Path, reps: tuple[int, ...] = (1,
     """End-to-end whole-scene prediction (read, model, stitch, COG, polygons, map) vs the model alone on the
     same windows, and the peak RSS of the prediction, for mosaics of ``scene`` of ``reps`` x ``reps`` copies.
 
-    Each size runs in a fresh process so its peak RSS is its own.
+    Each size runs in a fresh process so its peak RSS is its own. In it, one batch goes through the model first
+    (``warmup_batch_s``, reported): without it the prediction, run first, paid the process's first-call costs and the
+    model-only loop after it did not, which measured the order of the two, not the pipeline's overhead.
     """
     import subprocess
     import sys
@@ -225,7 +235,10 @@ def bench_scene(card: str | Path, scene: str | Path, reps: tuple[int, ...] = (1,
                         "model_only_s": _sig(s["model_only_s"]),
                         "model_only_mpx_s": _sig(mpx / s["model_only_s"]),
                         "ratio_end_to_end_vs_model": _sig(s["model_only_s"] / s["runtime_s"]),
-                        "timing_s": s["timing_s"], "peak_rss_mb": s["peak_rss_mb"]})
+                        # the model's own share of the run (its calls inside the prediction, same windows, same process
+                        # state): the stricter reading, insensitive to what ran before the separate model-only loop
+                        "ratio_end_to_end_vs_model_in_run": _sig(s["timing_s"]["model_s"] / s["runtime_s"]),
+                        "timing_s": s["timing_s"], "warmup_batch_s": _sig(s["warmup_s"]), "peak_rss_mb": s["peak_rss_mb"]})
     return out
 
 
@@ -245,7 +258,8 @@ def run_scene(out_dir: Path, profile: str = "cpu", task: str = "wildfire") -> Pa
            "device": "cuda" if torch.cuda.is_available() else "cpu", "torch_threads": torch.get_num_threads(),
            "scene": str(scene.relative_to(data_dir())), "what": "whole-scene prediction end to end (read, model, stitch, "
            "COG, polygons, map) vs the model alone on the same windows; peak RSS for two scene sizes (mosaics of the scene)",
-           "goal": "ratio_end_to_end_vs_model >= 0.8; peak RSS flat in scene size",
+           "goal": "ratio_end_to_end_vs_model >= 0.8 (also read as ratio_end_to_end_vs_model_in_run, the model's share "
+                   "of the run's own time); peak RSS flat in scene size",
            "peak_rss_ratio_largest_vs_smallest": round(flat, 3), "machine": machine(), "results": results}
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "scene.json"
