@@ -178,20 +178,6 @@ def set_output_prior(model: nn.Module, prior: float) -> nn.Module:
     return model
 
 
-def teacher_architecture(teacher_path) -> dict:
-    """The teacher's encoder architecture from its card (``arch``, ``arch_kwargs``), without its weights."""
-    import json
-
-    from vhrfm.checkpoint import card_path, resolve
-    from vhrfm.errors import VHRFMInputError
-
-    cp = card_path(resolve(teacher_path))
-    if not cp.exists():
-        raise VHRFMInputError("model card missing beside the weights", expected=str(cp), found="nothing")
-    card = json.loads(cp.read_text())
-    return {"arch": card["arch"], "arch_kwargs": card.get("arch_kwargs", {})}
-
-
 def build_dense_model(name: str, n_bands: int, teacher_path, seed: int, student: dict | None = None,
                       output_prior: float | None = None) -> nn.Module:
     """The learned dense models of the applications, seeded: a U-Net from scratch; the architecture of
@@ -210,9 +196,10 @@ def build_dense_model(name: str, n_bands: int, teacher_path, seed: int, student:
     if name == "unet_scratch":
         model = SMPUNet(in_channels=n_bands)
     elif name == "anyband_unet_scratch":
-        arch = teacher_architecture(teacher_path)
-        enc = create_encoder(arch["arch"], **arch["arch_kwargs"])
-        enc.card = arch
+        card = load_encoder(teacher_path).card  # only the architecture is kept, not the weights
+        torch.manual_seed(seed)  # the random weights do not depend on what loading the card drew
+        enc = create_encoder(card["arch"], **card.get("arch_kwargs", {}))
+        enc.card = {"arch": card["arch"], "arch_kwargs": card.get("arch_kwargs", {})}
         model = Segmenter(enc, decoder="unet")
     elif name in TEACHER_MODELS:
         model = Segmenter(load_encoder(teacher_path), freeze_encoder=name == "teacher_frozen",

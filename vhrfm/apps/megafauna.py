@@ -11,8 +11,11 @@ is neither a true nor a false positive.
 
 Models (same images, splits and label budgets): a classical difference-of-Gaussians blob detector, a U-Net
 from scratch, the pretrained teacher with a light dense head, frozen and fine-tuned, the teacher fine-tuned under the
-U-Net's decoder (``teacher_unet``), and a compact student with the light head: from scratch, fine-tuned from its self-supervised KD weights, and fine-tuned with task-specific KD
-from the teacher's heat-maps (:mod:`vhrfm.distill.task`).
+U-Net's decoder (``teacher_unet``) and that architecture from random weights (``anyband_unet_scratch``), and a
+compact student with the light head: from scratch, fine-tuned from its self-supervised KD weights, and fine-tuned
+with task-specific KD from the teacher's heat-maps (:mod:`vhrfm.distill.task`); ``params.yaml`` names which of them
+a profile runs. Every learned detector is trained by :func:`fit_detector` and every detector scored by
+:func:`score_val_test` (threshold chosen on validation, metrics on test).
 """
 
 from __future__ import annotations
@@ -462,28 +465,52 @@ def predict_heat(model, imgs: DetImages, batch_size: int = 32) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- experiment
 
 
+def fit_detector(name: str, sub: DetImages, teacher, seed: int, cfg: dict, *, student: dict | None = None,
+                 output_prior: float | None = None, kd: dict | None = None, progress: bool = True, desc: str = "train"):
+    """Build one learned detector of :mod:`vhrfm.heads` (seeded, output bias from ``output_prior``; None keeps the
+    layer's default) and train it on ``sub`` with the profile's schedule. Returns (model, loss history)."""
+    model = build_dense_model(name, sub.X.shape[1], teacher, seed, student=student, output_prior=output_prior)
+    h = train_detector(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], sigma_m=cfg["sigma_m"],
+                       seed=seed, encoder_lr_scale=encoder_lr_scale(name, cfg["encoder_lr_scale"]), progress=progress,
+                       desc=desc, **(kd or {}))
+    return model, h
+
+
+def score_val_test(heat, val: DetImages, test: DetImages, cfg: dict, seed: int):
+    """Decode ``heat(images)``, choose the threshold on validation (``cfg["min_precision"]``), score test at it with
+    ``cfg["n_boot"]`` bootstrap CIs, validation too (``["val"]``) and the val threshold reaching
+    ``cfg["precision_target"]`` when set. Returns (metrics, test Scored, test detections, test inference seconds)."""
+    radius = cfg["radius_m"]
+    sv = score_detections(decode(heat(val), val), val, radius)
+    thr = choose_threshold(sv, cfg["min_precision"])
+    t1 = time.perf_counter()
+    test_dets = decode(heat(test), test)
+    infer_s = time.perf_counter() - t1
+    st = score_detections(test_dets, test, radius)
+    m = det_metrics(st, thr, cfg["n_boot"], seed)
+    m["val"] = det_metrics(sv, thr, 0)
+    if cfg.get("precision_target") is not None:
+        m["at_precision_target"] = at_precision_target(sv, st, cfg["precision_target"])
+    return m, st, test_dets, infer_s
+
+
 def prior_ablation(cfg: dict, train: DetImages, val: DetImages, test: DetImages, budgets: dict, results: dict,
                    teacher, seed: int, student: dict | None, progress: bool = True) -> dict:
     """The output prior on and off, everything else equal: each model of ``cfg["prior_ablation"]["models"]`` is
-    trained again at ``cfg["prior_ablation"]["budget"]`` with the same seed, steps and data but the output layer's
-    default bias, its threshold chosen on validation the same way; the "with prior" side is that model's run in the
-    main table (same seed, so the two differ only by the output bias's initial value)."""
+    trained again at ``cfg["prior_ablation"]["budget"]`` by the main table's :func:`fit_detector` and
+    :func:`score_val_test`, with the same seed, steps and data but the output layer's default bias; the "with prior"
+    side is that model's run in the main table (same seed, so the two differ only by the output bias's initial
+    value)."""
     spec = cfg["prior_ablation"]
-    budget, radius = spec["budget"], cfg["radius_m"]
+    budget = spec["budget"]
     keys = ("precision", "recall", "f1", "ap", "f1_ci95")
     out = {"budget": budget, "prior": cfg["heatmap_prior"], "steps": cfg["steps"], "models": {}}
     for name in spec["models"]:
         if name not in results or budget not in results[name]:
             raise ValueError(f"prior ablation: {name} at {budget} is not in the main run (add it to models / budgets)")
-        model = build_dense_model(name, train.X.shape[1], teacher, seed, student=student, output_prior=None)
-        train_detector(model, train.subset(budgets[budget]), steps=cfg["steps"], batch_size=cfg["batch_size"],
-                       lr=cfg["lr"], sigma_m=cfg["sigma_m"], seed=seed,
-                       encoder_lr_scale=encoder_lr_scale(name, cfg["encoder_lr_scale"]), progress=progress,
-                       desc=f"{name} {budget} without prior")
-        sv = score_detections(decode(predict_heat(model, val), val), val, radius)
-        thr = choose_threshold(sv, cfg["min_precision"])
-        st = score_detections(decode(predict_heat(model, test), test), test, radius)
-        off = det_metrics(st, thr, cfg["n_boot"], seed)
+        model, _ = fit_detector(name, train.subset(budgets[budget]), teacher, seed, cfg, student=student,
+                                output_prior=None, progress=progress, desc=f"{name} {budget} without prior")
+        off, _, _, _ = score_val_test(lambda d, m=model: predict_heat(m, d), val, test, cfg, seed)
         on = results[name][budget]
         out["models"][name] = {"with_prior": {k: on[k] for k in keys if k in on},
                                "without_prior": {k: off[k] for k in keys if k in off},
@@ -518,26 +545,15 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
                 heat = det.heat
                 histories[f"{name}/{budget}"] = {"polarity": det.polarity}
             else:
-                model = build_dense_model(name, train.X.shape[1], teacher, seed, student=student,
-                                          output_prior=cfg.get("heatmap_prior"))
                 kd = kd_kwargs(name, results, trained, budget, train, cfg.get("kd_weight", 1.0))
-                h = train_detector(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                                   sigma_m=cfg["sigma_m"], seed=seed,
-                                   encoder_lr_scale=encoder_lr_scale(name, cfg["encoder_lr_scale"]),
-                                   progress=progress, desc=f"{name} {budget}", **kd)
+                model, h = fit_detector(name, sub, teacher, seed, cfg, student=student,
+                                        output_prior=cfg.get("heatmap_prior"), kd=kd, progress=progress,
+                                        desc=f"{name} {budget}")
                 histories[f"{name}/{budget}"] = {"loss": h}
                 heat = lambda d, m=model: predict_heat(m, d)  # noqa: E731
             train_s = time.perf_counter() - t0
-            sv = score_detections(decode(heat(val), val), val, radius)
-            thr = choose_threshold(sv, cfg["min_precision"])
-            t1 = time.perf_counter()
-            test_dets = decode(heat(test), test)
-            infer_s = time.perf_counter() - t1
-            st = score_detections(test_dets, test, radius)
-            m = det_metrics(st, thr, cfg["n_boot"], seed)
-            m["val"] = det_metrics(sv, thr, 0)
-            if cfg.get("precision_target") is not None:
-                m["at_precision_target"] = at_precision_target(sv, st, cfg["precision_target"])
+            m, st, test_dets, infer_s = score_val_test(heat, val, test, cfg, seed)
+            thr = m["threshold"]
             m["train_images"], m["train_points"] = len(idx), sub.n_points
             results.setdefault(name, {})[budget] = m
             ss = score_detections(decode(heat(sat), sat), sat, radius)

@@ -2,12 +2,14 @@
 
 Models (same tiles, same splits, same budgets): a classical spectral-index threshold, a U-Net trained
 from scratch (segmentation-models-pytorch), the pretrained teacher with a light dense head, frozen
-and fine-tuned, the teacher fine-tuned under the U-Net's decoder (``teacher_unet``), and a compact student with
-the light head: from scratch, fine-tuned from its self-supervised
-KD weights, and fine-tuned with task-specific KD from the teacher (:mod:`vhrfm.distill.task`). The operating
-threshold of every model is chosen on validation (precision first) and the metrics are reported on test. A
-bright-cloud rule fitted on the training tiles' cloud masks goes into every task-model card: whole-scene
-prediction writes the pixels it flags as unknown instead of burned or unburned.
+and fine-tuned, the teacher fine-tuned under the U-Net's decoder (``teacher_unet``) and that architecture from
+random weights (``anyband_unet_scratch``), and a compact student with the light head: from scratch, fine-tuned
+from its self-supervised KD weights, and fine-tuned with task-specific KD from the teacher
+(:mod:`vhrfm.distill.task`); ``params.yaml`` names which of them a profile runs. Every learned model is trained
+and scored by :func:`fit_dense` and :func:`score_val_test`: the operating threshold is chosen on validation
+(best F1 above the precision floor) and the metrics are reported on test. A bright-cloud rule fitted on the
+training tiles' cloud masks goes into every task-model card: whole-scene prediction writes the pixels it flags
+as unknown instead of burned or unburned.
 """
 
 from __future__ import annotations
@@ -132,14 +134,39 @@ def fit_cloud_rule(tiles: SegTiles, max_flagged: float = 0.005) -> dict:
 # ----------------------------------------------------------------------------------------------- experiment
 
 
+def fit_dense(model_name: str, sub: SegTiles, teacher, seed: int, cfg: dict, *, student: dict | None = None,
+              kd: dict | None = None, encoder_lr: float | None = None, progress: bool = True, desc: str = "train"):
+    """Build one learned model of :mod:`vhrfm.heads` (seeded) and train it on ``sub`` with the profile's schedule;
+    ``encoder_lr`` overrides the model's encoder learning-rate factor (default: :func:`encoder_lr_scale` of the
+    profile's). Returns (model, loss history)."""
+    model = build_dense_model(model_name, sub.X.shape[1], teacher, seed, student=student)
+    scale = encoder_lr_scale(model_name, cfg["encoder_lr_scale"]) if encoder_lr is None else float(encoder_lr)
+    h = train_segmenter(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], crop=cfg["crop"],
+                        seed=seed, encoder_lr_scale=scale, progress=progress, desc=desc, **(kd or {}))
+    return model, h
+
+
+def score_val_test(predict, val: SegTiles, test: SegTiles, min_precision: float, n_boot: int = 0, seed: int = 0):
+    """Choose the threshold on validation (best F1 above ``min_precision``), score test at it (with ``n_boot``
+    bootstrap CIs) and validation too (``["val"]``). Returns (metrics, test probabilities, test inference seconds)."""
+    pv = predict(val)
+    thr = choose_threshold(pv, val.Y, min_precision)
+    t1 = time.perf_counter()
+    pt = predict(test)
+    infer_s = time.perf_counter() - t1
+    m = seg_metrics(pt, test.Y, thr, n_boot=n_boot, seed=seed)
+    m["val"] = seg_metrics(pv, val.Y, thr, n_boot=0)
+    return m, pt, infer_s
+
+
 def pretraining_ablation(spec: dict, cfg: dict, train: SegTiles, val: SegTiles, test: SegTiles, budgets: dict,
                          results: dict, teacher, seed: int, progress: bool = True) -> dict:
     """What the pretrained weights add, over several seeds at one budget: each variant of ``spec["variants"]``
     ({"name", "model": a dense model of :mod:`vhrfm.heads`, optional "encoder_lr_scale"}) is trained with every seed
     of ``spec["seeds"]`` (the seed sets the initial weights and the training crops; the labelled tiles are the
-    budget's, the same for all). The threshold is chosen on validation as in the main table; test F1 and precision,
-    with their mean and standard deviation over seeds. A run identical to one of the main table (its seed, model and
-    learning-rate scale) is taken from it, not trained again."""
+    budget's, the same for all) by the main table's :func:`fit_dense` and :func:`score_val_test`: test F1 and
+    precision, with their mean and standard deviation over seeds. A run identical to one of the main table (its
+    seed, model and learning-rate scale) is taken from it, not trained again."""
     budget = spec["budget"]
     sub = train.subset(budgets[budget])
     variants = {}
@@ -150,17 +177,14 @@ def pretraining_ablation(spec: dict, cfg: dict, train: SegTiles, val: SegTiles, 
         runs = []
         for s in spec["seeds"]:
             if s == seed and scale == default_scale and budget in results.get(model_name, {}):
-                r, rv, src = results[model_name][budget], results[model_name][budget]["val"], "main table"
+                r, src = results[model_name][budget], "main table"
             else:
-                model = build_dense_model(model_name, train.X.shape[1], teacher, s)
-                train_segmenter(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], crop=cfg["crop"],
-                                seed=s, encoder_lr_scale=scale, progress=progress, desc=f"{name} {budget} seed {s}")
-                pv = predict_probs(model, val)
-                thr = choose_threshold(pv, val.Y, cfg["min_precision"])
-                r, rv, src = seg_metrics(predict_probs(model, test), test.Y, thr, n_boot=0), seg_metrics(pv, val.Y, thr, n_boot=0), \
-                    "trained here"
-            runs.append({"seed": s, "f1": r["f1"], "precision": r["precision"], "recall": r["recall"], "val_f1": rv["f1"],
-                         "from": src})
+                model, _ = fit_dense(model_name, sub, teacher, s, cfg, encoder_lr=scale, progress=progress,
+                                     desc=f"{name} {budget} seed {s}")
+                r, _, _ = score_val_test(lambda t, m=model: predict_probs(m, t), val, test, cfg["min_precision"])
+                src = "trained here"
+            runs.append({"seed": s, "f1": r["f1"], "precision": r["precision"], "recall": r["recall"],
+                         "val_f1": r["val"]["f1"], "from": src})
         f1, vf1 = np.array([r["f1"] for r in runs]), np.array([r["val_f1"] for r in runs])
         variants[name] = {"model": model_name, "encoder_lr_scale": scale, "runs": runs,
                           "f1_mean": float(f1.mean()), "f1_sd": float(f1.std(ddof=1)) if len(f1) > 1 else None,
@@ -199,23 +223,14 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
                 predict = clf.predict
                 histories[f"{model_name}/{budget}"] = {"index": clf.name}
             else:
-                model = build_dense_model(model_name, tiles.X.shape[1], teacher, seed, student=student)
                 kd = kd_kwargs(model_name, results, trained, budget, train, cfg.get("kd_weight", 1.0))
-                h = train_segmenter(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"],
-                                    crop=cfg["crop"], seed=seed,
-                                    encoder_lr_scale=encoder_lr_scale(model_name, cfg["encoder_lr_scale"]),
-                                    progress=progress, desc=f"{model_name} {budget}", **kd)
+                model, h = fit_dense(model_name, sub, teacher, seed, cfg, student=student, kd=kd, progress=progress,
+                                     desc=f"{model_name} {budget}")
                 histories[f"{model_name}/{budget}"] = {"loss": h}
                 predict = lambda t, m=model: predict_probs(m, t)  # noqa: E731
             train_s = time.perf_counter() - t0
             trained[(model_name, budget)] = clf if model_name == "classical" else model
-            pv = predict(val)
-            thr = choose_threshold(pv, val.Y, cfg["min_precision"])
-            t1 = time.perf_counter()
-            pt = predict(test)
-            infer_s = time.perf_counter() - t1
-            m = seg_metrics(pt, test.Y, thr, n_boot=cfg["n_boot"], seed=seed)
-            m["val"] = seg_metrics(pv, val.Y, thr, n_boot=0)
+            m, pt, infer_s = score_val_test(predict, val, test, cfg["min_precision"], cfg["n_boot"], seed)
             m["train_tiles"] = len(idx)
             results.setdefault(model_name, {})[budget] = m
             curves[f"{model_name}/{budget}"] = pr_curve(pt, test.Y).to_dict(orient="list")
@@ -429,5 +444,5 @@ def load_test_predictions(profile: str) -> dict:
 
 
 __all__ = ["MODELS", "ClassicalIndex", "spectral_indices", "change_indices", "run_wildfire", "load_test_predictions",
-           "save_wildfire_models", "fit_cloud_rule", "model_tag", "goal_check",
+           "save_wildfire_models", "fit_cloud_rule", "fit_dense", "score_val_test", "pretraining_ablation", "model_tag", "goal_check",
            "scene_labels", "split_pixels", "read_scene_output", "scene_split_confusion", "positive_in_ignored", "run_scene_check"]
