@@ -129,3 +129,32 @@ def test_the_precision_target_point_keeps_the_most_recall_reaching_the_target_an
     test = Scored(np.array([0.95, 0.85, 0.75], np.float32), np.array([1, 0, 1], np.int8), np.zeros(3, np.int64), np.array([2]))
     r = at_precision_target(val, test, 0.9)
     assert r["threshold"] == pytest.approx(0.8) and r["precision"] == pytest.approx(0.5) and r["recall"] == pytest.approx(0.5)
+
+
+def test_prior_ablation_retrains_with_the_default_bias_through_the_main_loops_helpers(monkeypatch):
+    """The "without prior" run is built by the same helper as the main table's with only the output prior changed
+    (None), same seed and encoder learning rate, and scored by the same val-threshold / test helper; the "with prior"
+    side is the main table's entry, and the gains are their differences."""
+    import vhrfm.apps.megafauna as mf
+
+    imgs = _synthetic(n=8, size=32)
+    built, trained = [], []
+    monkeypatch.setattr(mf, "build_dense_model", lambda name, n, teacher, seed, student=None, output_prior=None:
+                        built.append((name, n, seed, output_prior)) or name)
+    monkeypatch.setattr(mf, "train_detector", lambda model, sub, seed, encoder_lr_scale, **kw:
+                        trained.append((model, len(sub), seed, encoder_lr_scale)) or [])
+    monkeypatch.setattr(mf, "predict_heat", lambda model, d: mf.heatmap_targets(d.points, d.X.shape[-1], 1.0))
+    cfg = {"prior_ablation": {"models": ["teacher_frozen"], "budget": "50%"}, "heatmap_prior": 0.1, "steps": 3,
+           "batch_size": 2, "lr": 1e-3, "sigma_m": 0.45, "encoder_lr_scale": 0.5, "radius_m": 0.6, "min_precision": 0.0,
+           "n_boot": 0, "precision_target": None}
+    main = {"teacher_frozen": {"50%": {"precision": 0.5, "recall": 0.5, "f1": 0.5, "ap": 0.4}}}
+    out = mf.prior_ablation(cfg, imgs, imgs, imgs, {"50%": [0, 1, 2, 3]}, main, "teacher.safetensors", seed=7,
+                            student=None, progress=False)
+    assert built == [("teacher_frozen", 3, 7, None)]
+    assert trained == [("teacher_frozen", 4, 7, 0.5)]
+    r = out["models"]["teacher_frozen"]
+    assert r["without_prior"]["f1"] == pytest.approx(1.0) and r["without_prior"]["ap"] == pytest.approx(1.0)
+    assert r["with_prior"]["f1"] == 0.5 and r["f1_gain"] == pytest.approx(-0.5) and r["ap_gain"] == pytest.approx(-0.6)
+    with pytest.raises(ValueError, match="not in the main run"):
+        mf.prior_ablation({**cfg, "prior_ablation": {"models": ["unet_scratch"], "budget": "50%"}}, imgs, imgs, imgs,
+                          {"50%": [0]}, main, "t", seed=7, student=None, progress=False)

@@ -83,6 +83,27 @@ def test_the_random_twin_of_teacher_unet_has_its_architecture_and_no_pretrained_
     assert encoder_card("anyband_unet_scratch", rnd)["encoder"]["pretrained"] is None
 
 
+def test_the_random_twin_depends_on_the_seed_only_not_on_the_teacher_weights(tmp_path):
+    """Reading the card loads the teacher; the twin's random weights must not depend on that (nor on the teacher's
+    values): two different teachers of one architecture give the same twin at one seed, another seed another twin."""
+    from vhrfm.checkpoint import save_encoder
+    from vhrfm.heads import build_dense_model
+
+    paths = []
+    for i in (1, 2):
+        torch.manual_seed(i)
+        paths.append(save_encoder(create_encoder("resnet18_anyband"), tmp_path / f"t{i}.safetensors",
+                                  {"arch": "resnet18_anyband", "arch_kwargs": {}}))
+    a = build_dense_model("anyband_unet_scratch", 3, paths[0], seed=0).state_dict()
+    b = build_dense_model("anyband_unet_scratch", 3, paths[1], seed=0).state_dict()
+    c = build_dense_model("anyband_unet_scratch", 3, paths[0], seed=1).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    torch.manual_seed(0)
+    ref = create_encoder("resnet18_anyband").state_dict()  # the seed's weights, as if no card had been read
+    assert all(torch.equal(a[f"encoder.{k}"], v) for k, v in ref.items())
+
+
 def test_onnx_export_of_the_unet_decoder_matches_torch_at_other_sizes(tmp_path):
     import warnings
 
