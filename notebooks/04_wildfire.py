@@ -34,8 +34,8 @@
 # chosen on validation (best F1 among thresholds with precision >= the target), metrics on test with
 # bootstrap 95 % CIs over tiles.
 #
-# **Models** in the same run: the classical index, a U-Net from scratch, the teacher with the light dense
-# (feature-pyramid) head, frozen and fine-tuned, the teacher fine-tuned under the U-Net's own decoder
+# **Models** in the same run (the profile's `models`): the classical index, a U-Net from scratch, the teacher with
+# the light dense (feature-pyramid) head, frozen, the teacher fine-tuned under the U-Net's own decoder
 # (`teacher_unet`: the same decoder as the U-Net from scratch) and that architecture from random weights
 # (`anyband_unet_scratch`, the control that isolates the pretrained weights), and the compact student of chapter 2 with the light head: from
 # scratch, fine-tuned from its self-supervised KD weights, and with task-specific KD from the teacher (the

@@ -33,8 +33,8 @@
 # the best F1, kept 0–9 % of the animals in 17 of the 18 learned model-budget pairs of its last run, and
 # compared models at different kinds of point.)
 #
-# **Models** in the same run: the classical blob detector, a U-Net from scratch, the teacher with the
-# light dense head (frozen, fine-tuned), the teacher fine-tuned under the U-Net's own decoder (`teacher_unet`,
+# **Models** in the same run (the profile's `models`): the classical blob detector, a U-Net from scratch, the
+# teacher with the light dense head (frozen), the teacher fine-tuned under the U-Net's own decoder (`teacher_unet`,
 # the same decoder as the U-Net from scratch) and that architecture from random weights (`anyband_unet_scratch`),
 # and the compact student of chapter 2 with the light head: from scratch,
 # fine-tuned from its self-supervised KD weights, and with task-specific KD (the teacher's heat-maps on
