@@ -68,3 +68,34 @@ def test_efficiency_measurements_and_onnx_parity():
     assert m["onnx_max_abs_diff"] < 1e-4 and m["onnx_int8_cosine_to_torch"] > 0.99
     assert m["cpu_latency_ms"] > 0 and m["onnx_latency_ms"] > 0 and m["cpu_images_per_s_b2"] > 0
     assert FixedBands(enc, WL, WD, 0.5)(torch.randn(1, 3, 64, 64)).shape == (1, enc.num_features)
+
+
+def test_paired_speedup_is_the_median_ratio_of_alternating_timings():
+    """A fake clock: the reference call costs 4 units, the other 1, except one round where the machine is slowed
+    fivefold for both; the paired ratio stays 4 in every round (the separate latencies would not), and the calls
+    alternate in order."""
+    from vhrfm.distill.efficiency import paired_speedup
+
+    now, order, slow = [0.0], [], {6}
+
+    def call(name, cost):
+        def f():
+            order.append(name)
+            round_ = (len(order) - 1 - 4) // 2  # after 2 warm-up pairs
+            now[0] += cost * (5 if round_ in slow else 1)
+        return f
+
+    out = paired_speedup(call("ref", 4.0), call("fn", 1.0), rounds=9, warmup=2, clock=lambda: now[0])
+    assert out == {"median": 4.0, "iqr": [4.0, 4.0], "rounds": 9}
+    assert order[4:8] == ["ref", "fn", "fn", "ref"]  # round 0 reference first, round 1 the other first
+
+
+def test_paired_speedups_in_torch_and_onnx_runtime():
+    from vhrfm.distill.efficiency import paired_speedups
+
+    torch.manual_seed(0)
+    big, small = create_encoder("resnet18_anyband"), create_encoder("mobilenetv3_small_anyband")
+    out = paired_speedups(big, small, WL, WD, 0.5, size=64, rounds=3)
+    for rt in ("torch", "onnx"):
+        assert out[rt]["rounds"] == 3 and out[rt]["iqr"][0] <= out[rt]["median"] <= out[rt]["iqr"][1]
+        assert out[rt]["median"] > 0
