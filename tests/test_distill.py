@@ -95,7 +95,7 @@ def test_paired_speedups_in_torch_and_onnx_runtime():
 
     torch.manual_seed(0)
     big, small = create_encoder("resnet18_anyband"), create_encoder("mobilenetv3_small_anyband")
-    out = paired_speedups(big, small, WL, WD, 0.5, size=64, rounds=3)
+    out = paired_speedups(big, {"small": small}, WL, WD, 0.5, size=64, rounds=3)["small"]
     for rt in ("torch", "onnx"):
         assert out[rt]["rounds"] == 3 and out[rt]["iqr"][0] <= out[rt]["median"] <= out[rt]["iqr"][1]
         assert out[rt]["median"] > 0

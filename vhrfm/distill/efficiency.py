@@ -147,20 +147,23 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
     return {"median": round(float(q50), 3), "iqr": [round(float(q25), 3), round(float(q75), 3)], "rounds": rounds}
 
 
-def paired_speedups(teacher: nn.Module, student: nn.Module, wavelengths, widths, gsd: float, *, size: int = 256,
-                    rounds: int = 30, seed: int = 0) -> dict:
-    """:func:`paired_speedup` of ``student`` over ``teacher`` at batch one, in PyTorch and in ONNX Runtime (fp32
-    graphs of :func:`export_onnx`), on the same random input of their band set."""
+def paired_speedups(teacher: nn.Module, students: dict[str, nn.Module], wavelengths, widths, gsd: float, *,
+                    size: int = 256, rounds: int = 30, seed: int = 0) -> dict:
+    """:func:`paired_speedup` of each of ``students`` ({name: encoder}) over ``teacher`` at batch one, in PyTorch and
+    in ONNX Runtime (fp32 graphs of :func:`export_onnx`), on the same random input of their band set; the teacher is
+    fixed to the band set and exported once. Returns {name: {"torch": ..., "onnx": ...}}."""
     torch.manual_seed(seed)
-    models = [FixedBands(e, wavelengths, widths, gsd).eval() for e in (teacher, student)]
     x1 = torch.randn(1, len(wavelengths), size, size)
+    feed = {"image": x1.numpy()}
+    ref = FixedBands(teacher, wavelengths, widths, gsd).eval()
     out = {}
-    with torch.no_grad():
-        out["torch"] = paired_speedup(lambda: models[0](x1), lambda: models[1](x1), rounds)
-    with tempfile.TemporaryDirectory() as d:
-        sessions = [ort_session(export_onnx(m, x1, Path(d) / f"m{i}.onnx")) for i, m in enumerate(models)]
-        feed = {"image": x1.numpy()}
-        out["onnx"] = paired_speedup(lambda: sessions[0].run(None, feed), lambda: sessions[1].run(None, feed), rounds)
+    with tempfile.TemporaryDirectory() as d, torch.no_grad():
+        ref_sess = ort_session(export_onnx(ref, x1, Path(d) / "teacher.onnx"))
+        for name, enc in students.items():
+            model = FixedBands(enc, wavelengths, widths, gsd).eval()
+            sess = ort_session(export_onnx(model, x1, Path(d) / f"{name}.onnx"))
+            out[name] = {"torch": paired_speedup(lambda: ref(x1), lambda: model(x1), rounds),
+                         "onnx": paired_speedup(lambda: ref_sess.run(None, feed), lambda: sess.run(None, feed), rounds)}
     return out
 
 

@@ -86,11 +86,12 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
         eff[name] = measure(encoders[name], wl, wd, EFFICIENCY_BANDS["gsd"], size=d["bench_size"], batch=d["bench_batch"],
                             repeats=d["bench_repeats"], seed=seed)
     t_lat = eff["teacher"]["cpu_latency_ms"]
+    speedups = paired_speedups(encoders["teacher"], {s: encoders[f"kd_{s}"] for s in d["students"]}, wl, wd,
+                               EFFICIENCY_BANDS["gsd"], size=d["bench_size"], rounds=max(10, 3 * d["bench_repeats"]),
+                               seed=seed)
     students = {}
     for s in d["students"]:
-        e = eff[f"kd_{s}"]
-        paired = paired_speedups(encoders["teacher"], encoders[f"kd_{s}"], wl, wd, EFFICIENCY_BANDS["gsd"],
-                                 size=d["bench_size"], rounds=max(10, 3 * d["bench_repeats"]), seed=seed)
+        e, paired = eff[f"kd_{s}"], speedups[s]
         students[s] = {
             "encoder": s, "params": e["params"], "flops_per_image": e["flops_per_image"],
             "size_mb_fp32": e["size_mb_fp32"], "size_mb_fp16": e["size_mb_fp16"], "size_mb_int8": e["size_mb_int8"],
