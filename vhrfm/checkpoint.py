@@ -52,15 +52,20 @@ def resolve(path_or_name: str | Path) -> Path:
     return p
 
 
+def read_card(path_or_name: str | Path) -> dict:
+    """The JSON model card of an encoder (path or name under models/), without loading its weights."""
+    cp = card_path(resolve(path_or_name))
+    if not cp.exists():
+        raise VHRFMInputError("model card missing beside the weights", expected=str(cp), found="nothing")
+    return json.loads(cp.read_text())
+
+
 def load_encoder(path_or_name: str | Path, map_location: str = "cpu"):
     """Create the encoder named in the card and load its weights; the card is attached as ``.card``."""
     from vhrfm.models import create_encoder
 
     weights = resolve(path_or_name)
-    cp = card_path(weights)
-    if not cp.exists():
-        raise VHRFMInputError("model card missing beside the weights", expected=str(cp), found="nothing")
-    card = json.loads(cp.read_text())
+    card = read_card(weights)
     enc = create_encoder(card["arch"], **card.get("arch_kwargs", {}))
     state = load_file(str(weights), device=map_location)
     missing, unexpected = enc.load_state_dict(state, strict=False)

@@ -189,15 +189,14 @@ def build_dense_model(name: str, n_bands: int, teacher_path, seed: int, student:
     and ``student_taskkd``, which is trained with the teacher's soft outputs too). ``student`` = {"arch": registry
     name, "path": the KD student's weights}. ``output_prior``: the output bias set by :func:`set_output_prior`
     (the megafauna heat-maps); None keeps the layer's default initialisation."""
-    from vhrfm.checkpoint import load_encoder
+    from vhrfm.checkpoint import load_encoder, read_card
     from vhrfm.models import create_encoder
 
     torch.manual_seed(seed)
     if name == "unet_scratch":
         model = SMPUNet(in_channels=n_bands)
     elif name == "anyband_unet_scratch":
-        card = load_encoder(teacher_path).card  # only the architecture is kept, not the weights
-        torch.manual_seed(seed)  # the random weights do not depend on what loading the card drew
+        card = read_card(teacher_path)  # only the architecture is kept, not the weights
         enc = create_encoder(card["arch"], **card.get("arch_kwargs", {}))
         enc.card = {"arch": card["arch"], "arch_kwargs": card.get("arch_kwargs", {})}
         model = Segmenter(enc, decoder="unet")
