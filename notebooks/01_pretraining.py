@@ -157,6 +157,23 @@ fig.tight_layout()
 fig.savefig(fig_dir / "probe_accuracy.png", dpi=110)
 
 # %% [markdown]
+# ## Does the stem see colour?
+#
+# The any-band stem generates one kernel per band from its wavelength. If the kernels of different bands
+# are nearly the same, the layer sees a weighted brightness and spectral differences (burned vs unburned,
+# vegetation vs water) reach the network only weakly. The mean off-diagonal correlation of the
+# generated kernels for Pleiades' four MS bands, per encoder: 1 = colour-blind, 0 = independent bands.
+
+# %%
+from vhrfm.models import stem_colour_correlation
+from vhrfm.sensors import get_sensor
+
+phr = get_sensor("pleiades")
+ms_names = phr.band_names("ms")
+stem_corr = {m: stem_colour_correlation(e, phr.wavelengths(ms_names), phr.widths(ms_names)) for m, e in all_encoders.items()}
+display(pd.Series(stem_corr, name=f"mean kernel correlation ({', '.join(ms_names)})").round(4).to_frame())
+
+# %% [markdown]
 # ## The teacher
 #
 # Chosen among the pretrained methods on mean *validation* linear accuracy; its weights and card
@@ -279,6 +296,7 @@ metrics = {
                        "encoder": encoders[m].card["arch"]} for m in methods},
     "pretraining_seconds": summary["seconds"],
     "any_band_cosine_to_all_bands": sims,
+    "stem_band_correlation": {"bands": f"pleiades {'/'.join(ms_names)}", "mean_offdiag": stem_corr},
 }
 (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
 print(json.dumps(metrics["summary"], indent=1))

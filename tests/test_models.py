@@ -82,3 +82,27 @@ def test_gradients_reach_the_weight_generator():
     enc(x, WV2.wavelengths(["blue", "green", "red", "nir1"]), 0.5).sum().backward()
     g = enc.patch_embed.gen.to_weight.weight.grad
     assert g is not None and g.abs().sum() > 0
+
+
+def test_stem_colour_correlation_reads_the_generated_kernels():
+    from torch import nn
+
+    from vhrfm.models import fix_bands, spectral_stem, stem_colour_correlation
+
+    wl, wd = [490.0, 560.0, 660.0, 830.0], [60.0, 60.0, 60.0, 120.0]
+    torch.manual_seed(0)
+    enc = create_encoder("resnet18_anyband")
+    gen = spectral_stem(enc).gen
+    with torch.no_grad():  # only the shared output bias: every band gets the same kernel
+        gen.to_weight.weight.zero_()
+    assert stem_colour_correlation(enc, wl, wd) == pytest.approx(1.0, abs=1e-5)
+    with torch.no_grad():  # only the per-band part, large: kernels far from identical
+        nn.init.normal_(gen.to_weight.weight, std=1.0)
+        gen.to_weight.bias.zero_()
+    assert stem_colour_correlation(enc, wl, wd) < 0.8
+    vit = create_encoder("vit_nano_p8")
+    assert -1.0 <= stem_colour_correlation(vit, wl, wd) <= 1.0
+    with pytest.raises(TypeError):
+        stem_colour_correlation(fix_bands(enc, wl, wd), wl, wd)
+    with pytest.raises(ValueError):
+        stem_colour_correlation(enc, wl[:1], wd[:1])

@@ -40,6 +40,32 @@ def create_encoder(name: str, **overrides):
     return cls(**kw)
 
 
+def spectral_stem(encoder):
+    """The first layer of an any-band encoder: its :class:`SpectralConv` (a plain convolution after :func:`fix_bands`)."""
+    if isinstance(encoder, AnyBandViT):
+        return encoder.patch_embed
+    if isinstance(encoder, AnyBandConvNet):
+        return getattr(encoder.stem, "conv", encoder.stem)  # after fix_bands the slot is a plain convolution
+    raise TypeError(f"not an any-band encoder: {type(encoder).__name__}")
+
+
+def stem_colour_correlation(encoder, wavelengths, widths=None) -> float:
+    """Mean off-diagonal correlation of the stem's per-band kernels for one band set (see
+    :func:`vhrfm.models.spectral.band_kernel_correlation`): 1 = colour-blind, 0 = bands filtered independently."""
+    import torch
+
+    from vhrfm.models.spectral import SpectralConv, band_kernel_correlation
+
+    stem = spectral_stem(encoder)
+    if not isinstance(stem, SpectralConv):
+        raise TypeError("the stem is fixed to one band set (fix_bands); use the any-band encoder")
+    c = len(wavelengths)
+    if c < 2:
+        raise ValueError("need at least two bands")
+    corr = band_kernel_correlation(stem, wavelengths, widths)
+    return float((corr.sum() - torch.diagonal(corr).sum()) / (c * (c - 1)))
+
+
 def fix_bands(encoder, wavelengths, widths=None):
     """A copy of ``encoder`` whose spectral stem is frozen to one band set (plain convolution weights): the same
     outputs for that band set, exportable to ONNX; the copy ignores the band metadata it is given."""
@@ -57,4 +83,4 @@ def fix_bands(encoder, wavelengths, widths=None):
     return enc
 
 
-__all__ = ["fix_bands", "AnyBandViT", "AnyBandConvNet", "create_encoder", "list_encoders", "encoder_config", "ENCODERS"]
+__all__ = ["fix_bands", "spectral_stem", "stem_colour_correlation", "AnyBandViT", "AnyBandConvNet", "create_encoder", "list_encoders", "encoder_config", "ENCODERS"]

@@ -112,6 +112,19 @@ class FixedSpectralConv(nn.Conv2d):
         return super().forward(x)
 
 
+@torch.no_grad()
+def band_kernel_correlation(conv: SpectralConv, wavelengths, widths=None) -> torch.Tensor:
+    """(C, C) Pearson correlation between the kernels ``conv`` generates for each band.
+
+    A diagnostic of colour sensitivity: off-diagonal values near 1 mean every band gets (nearly) the same
+    kernel, so the layer sees a weighted brightness and cannot tell the bands apart; near 0, the bands are
+    filtered independently."""
+    wl = torch.as_tensor(wavelengths, dtype=torch.float32)
+    wl, wd = _band_meta(torch.zeros(1, wl.numel(), 1, 1), wl, widths)
+    w, _ = conv.gen(wl, wd)
+    return torch.corrcoef(w.double()).float()
+
+
 class SpectralLinearHead(nn.Module):
     """Per-band linear output (e.g. an MAE pixel decoder): features (..., D) -> (..., C, n_out), weights from wavelengths."""
 
