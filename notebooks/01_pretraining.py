@@ -193,6 +193,46 @@ write_card(teacher_path, card)
 print("teacher:", best)
 
 # %% [markdown]
+# ## Is the margin the seed? The teacher's method over training seeds
+#
+# The table above rests on one pretraining run per method. Here the method of `pretrain.seed_study` (in
+# `params.yaml`) is pretrained again at other seeds (same corpus, settings and steps; only the initialisation,
+# batches and views change), and random init and RCF are drawn at the same seeds. The probe itself keeps the
+# main seed. Each point is a test linear accuracy averaged over the tasks; the main seed's points are the
+# table's.
+
+# %%
+from vhrfm.ssl.evaluate import seed_study
+from vhrfm.ssl.run import seed_study_paths
+
+study_paths = seed_study_paths(profile, ssl_dir)
+study = None
+if study_paths:
+    study_method = cfg["pretrain"]["seed_study"]["method"]
+    study_arch = encoders[study_method].card["arch"]
+    study_encoders = {sd: encoders[study_method] if sd == seed else load_encoder(path) for sd, path in study_paths.items()}
+    study = seed_study(study_encoders, study_arch, tasks, probe, study_method, random_name[study_arch], main_seed=seed,
+                       n_boot=pcfg["n_boot"])
+    if study_method != best:
+        print(f"note: the teacher chosen in this run is {best}, the seed study covers {study_method}")
+    display(pd.DataFrame(study["linear_acc"]).rename_axis("seed").round(3))
+    display(pd.DataFrame(study["spread"]).T.round(4))
+    print({k: {kk: round(vv, 2) for kk, vv in study[k].items()}
+           for k in ("margin_vs_random_points", "margin_vs_rcf_points")})
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for i, (k, colour) in enumerate([("pretrained", "tab:blue"), ("random_init", "tab:grey"), ("rcf", "tab:olive")]):
+        v = list(study["linear_acc"][k].values())
+        ax.scatter([i] * len(v), v, color=colour, zorder=3)
+        ax.hlines(np.mean(v), i - 0.25, i + 0.25, color=colour)
+    ax.axhline(study["pixel_stats_linear_acc"], color="k", ls=":", lw=0.8, label="pixel statistics")
+    ax.set_xticks(range(3), [study_method, "random init", "RCF"], fontsize=8)
+    ax.set_ylabel("mean test linear accuracy")
+    ax.set_title(f"over training seeds {study['seeds']} (line: mean)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(fig_dir / "seed_study.png", dpi=110)
+
+# %% [markdown]
 # ## What the masked autoencoder reconstructs, per sensor
 #
 # Held-out validation tiles of each sensor, 75 % of patches masked; the reconstruction shows the
@@ -297,6 +337,7 @@ metrics = {
     "pretraining_seconds": summary["seconds"],
     "any_band_cosine_to_all_bands": sims,
     "stem_band_correlation": {"bands": f"pleiades {'/'.join(ms_names)}", "mean_offdiag": stem_corr},
+    "seed_study": study,
 }
 (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
 print(json.dumps(metrics["summary"], indent=1))

@@ -106,3 +106,25 @@ def test_stem_colour_correlation_reads_the_generated_kernels():
         stem_colour_correlation(fix_bands(enc, wl, wd), wl, wd)
     with pytest.raises(ValueError):
         stem_colour_correlation(enc, wl[:1], wd[:1])
+
+
+def test_spectral_conv_kernels_are_what_forward_fixed_and_the_diagnostic_use():
+    import torch.nn.functional as F
+
+    from vhrfm.errors import VHRFMInputError
+    from vhrfm.models.spectral import SpectralConv, band_kernel_correlation
+
+    torch.manual_seed(0)
+    conv = SpectralConv(8, 3, padding=1)
+    wl, wd = [490.0, 560.0, 660.0], [60.0, 60.0, 120.0]
+    x = torch.randn(2, 3, 9, 9)
+    weight, bias = conv.kernels(wl, wd)
+    assert weight.shape == (8, 3, 3, 3) and bias.shape == (8,)
+    with torch.no_grad():
+        y = conv(x, wl, wd)
+        assert torch.equal(y, F.conv2d(x, weight, bias, padding=1))
+        assert torch.equal(conv.fixed(wl, wd)(x), y)
+        raw, _ = conv.gen(torch.tensor(wl), torch.tensor(wd))  # (C, O*k*k): one generated kernel per band
+    assert torch.allclose(band_kernel_correlation(conv, wl, wd), torch.corrcoef(raw.double()).float(), atol=1e-6)
+    with pytest.raises(VHRFMInputError, match="band count"):
+        conv.kernels(wl, wd, x[:, :2])

@@ -87,3 +87,45 @@ def test_feature_sets_and_their_choice_on_validation(monkeypatch):
     assert r["features"] == "multilevel" and r["linear_acc"] == 0.6 and set(r["by_features"]) == {"pooled", "multilevel"}
     fake["multilevel"]["linear_val_acc"] = 0.7
     assert evaluate.probe_encoder(enc, t)["features"] == "pooled"
+
+
+def test_seed_study_reuses_the_main_table_and_varies_only_the_training_seed():
+    from vhrfm.ssl.evaluate import probe_all, probe_encoder, random_encoder, seed_study
+
+    tasks = {"a": _task(n=40, seed=0), "b": _task(n=40, sep=0.5, seed=1)}
+    arch = "mobilenetv3_small_anyband"
+    pretrained = {0: random_encoder(arch, 10), 3: random_encoder(arch, 13)}  # stand-ins for two pretraining seeds
+    probe = probe_all({"m": pretrained[0], "random_init[x]": random_encoder(arch, 0)}, tasks, n_boot=50, progress=False)
+    study = seed_study(pretrained, arch, tasks, probe, "m", "random_init[x]", main_seed=0, n_boot=50, progress=False)
+    assert study["seeds"] == [0, 3]
+    for t in tasks:  # the main seed comes from the main table; the other seed is probed with the main probe seed
+        assert study["per_task"][t]["pretrained"]["0"] == probe[t]["m"]["linear_acc"]
+        assert study["per_task"][t]["random_init"]["0"] == probe[t]["random_init[x]"]["linear_acc"]
+        assert study["per_task"][t]["rcf"]["0"] == probe[t]["rcf"]["linear_acc"]
+        assert study["per_task"][t]["pretrained"]["3"] == probe_encoder(pretrained[3], tasks[t], seed=0, n_boot=50)["linear_acc"]
+        assert study["per_task"][t]["random_init"]["3"] == probe_encoder(random_encoder(arch, 3), tasks[t], seed=0, n_boot=50)["linear_acc"]
+    acc = study["linear_acc"]
+    assert acc["pretrained"]["3"] == pytest.approx(np.mean([study["per_task"][t]["pretrained"]["3"] for t in tasks]))
+    sp = study["spread"]["pretrained"]
+    assert sp["n"] == 2 and sp["min"] <= sp["mean"] <= sp["max"]
+    assert sp["sd"] == pytest.approx(np.std(list(acc["pretrained"].values()), ddof=1))
+    m = study["margin_vs_random_points"]
+    assert m["mean"] == pytest.approx(100 * (sp["mean"] - study["spread"]["random_init"]["mean"]))
+    assert m["worst_pair"] <= m["mean"] <= m["best_pair"]
+    assert m["worst_pair"] == pytest.approx(100 * (sp["min"] - study["spread"]["random_init"]["max"]))
+    with pytest.raises(ValueError, match="main seed"):
+        seed_study({3: pretrained[3]}, arch, tasks, probe, "m", "random_init[x]", main_seed=0, progress=False)
+
+
+def test_seed_study_spec_is_checked_before_training():
+    from vhrfm.ssl.run import seed_study_spec
+
+    p = {"seed": 0, "pretrain": {"methods": {"a": {}, "b": {}}}}
+    assert seed_study_spec(p) is None
+    assert seed_study_spec({**p, "pretrain": {**p["pretrain"], "seed_study": {"method": "b", "seeds": [2, 1]}}}) == \
+        {"method": "b", "seeds": [2, 1]}
+    with pytest.raises(KeyError, match="not one of the profile's methods"):
+        seed_study_spec({**p, "pretrain": {**p["pretrain"], "seed_study": {"method": "c", "seeds": [1]}}})
+    for bad in ([0, 1], [], [1, 1]):
+        with pytest.raises(ValueError, match="distinct extra seeds"):
+            seed_study_spec({**p, "pretrain": {**p["pretrain"], "seed_study": {"method": "a", "seeds": bad}}})

@@ -83,25 +83,30 @@ class SpectralConv(nn.Module):
         self.out_channels, self.k, self.stride, self.padding = out_channels, kernel_size, stride, padding
         self.gen = WeightGenerator(out_channels * kernel_size * kernel_size, out_channels, hidden)
 
-    def forward(self, x: torch.Tensor, wavelengths, widths=None) -> torch.Tensor:
+    def kernels(self, wavelengths, widths=None, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (O, C, k, k) weight and (O,) bias this layer generates for one band set.
+
+        ``x`` (optional) is the input the kernels are for: its band count and device are checked against
+        the wavelengths; without it the band set alone is checked."""
+        if x is None:
+            wl = torch.as_tensor(wavelengths, dtype=torch.float32)
+            x = torch.zeros(1, wl.shape[-1], 1, 1)
         wl, wd = _band_meta(x, wavelengths, widths)
         w, b = self.gen(wl, wd)  # (C, O*k*k), (C, O)
         c = wl.numel()
-        weight = w.view(c, self.out_channels, self.k, self.k).transpose(0, 1) / c
-        bias = b.mean(0)
+        return w.view(c, self.out_channels, self.k, self.k).transpose(0, 1) / c, b.mean(0)
+
+    def forward(self, x: torch.Tensor, wavelengths, widths=None) -> torch.Tensor:
+        weight, bias = self.kernels(wavelengths, widths, x)
         return F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), stride=self.stride, padding=self.padding)
 
     @torch.no_grad()
     def fixed(self, wavelengths, widths=None) -> FixedSpectralConv:
         """A plain convolution with the kernels this layer generates for one band set (for export and deployment)."""
-        wl = torch.as_tensor(wavelengths, dtype=torch.float32)
-        dummy = torch.zeros(1, wl.numel(), 1, 1)
-        wl, wd = _band_meta(dummy, wl, widths)
-        w, b = self.gen(wl, wd)
-        c = wl.numel()
-        conv = FixedSpectralConv(c, self.out_channels, self.k, stride=self.stride, padding=self.padding)
-        conv.weight.copy_(w.view(c, self.out_channels, self.k, self.k).transpose(0, 1) / c)
-        conv.bias.copy_(b.mean(0))
+        weight, bias = self.kernels(wavelengths, widths)
+        conv = FixedSpectralConv(weight.shape[1], self.out_channels, self.k, stride=self.stride, padding=self.padding)
+        conv.weight.copy_(weight)
+        conv.bias.copy_(bias)
         return conv
 
 
@@ -119,10 +124,8 @@ def band_kernel_correlation(conv: SpectralConv, wavelengths, widths=None) -> tor
     A diagnostic of colour sensitivity: off-diagonal values near 1 mean every band gets (nearly) the same
     kernel, so the layer sees a weighted brightness and cannot tell the bands apart; near 0, the bands are
     filtered independently."""
-    wl = torch.as_tensor(wavelengths, dtype=torch.float32)
-    wl, wd = _band_meta(torch.zeros(1, wl.numel(), 1, 1), wl, widths)
-    w, _ = conv.gen(wl, wd)
-    return torch.corrcoef(w.double()).float()
+    weight, _ = conv.kernels(wavelengths, widths)
+    return torch.corrcoef(weight.transpose(0, 1).flatten(1).double()).float()
 
 
 class SpectralLinearHead(nn.Module):

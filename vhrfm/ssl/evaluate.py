@@ -72,6 +72,52 @@ def select_best(probe: dict, candidates: list[str]) -> str:
     return max(candidates, key=lambda m: mean_over_tasks(probe, m, "linear_val_acc"))
 
 
+def _spread(values: dict) -> dict:
+    v = np.array(list(values.values()), dtype=float)
+    return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+            "min": float(v.min()), "max": float(v.max()), "n": int(v.size)}
+
+
+def seed_study(pretrained: dict[int, object], arch: str, tasks: dict[str, ProbeTask], probe: dict, method: str,
+               random_method: str, main_seed: int = 0, n_boot: int = 1000, progress: bool = True) -> dict:
+    """Chapter 1's margins over training seeds, so that a margin is not read off one run.
+
+    ``pretrained``: {training seed: encoder} of one method; at every seed, the random-init encoder of ``arch``
+    (``random_encoder(arch, seed)``) and RCF (``rcf_features(seed=seed)``) are probed alongside. The probe itself
+    (validation split, C, bootstrap) keeps ``main_seed``, so only the training seed varies. The main seed's
+    three results are taken from ``probe`` (the main table: ``method``, ``random_method``, ``"rcf"``), not
+    recomputed. Accuracies are test linear-probe accuracies averaged over the tasks, as in the main table."""
+    seeds = sorted(pretrained)
+    if main_seed not in seeds:
+        raise ValueError(f"the seed study must include the main seed {main_seed} (its results come from the main table)")
+    kinds = ("pretrained", "random_init", "rcf")
+    per_task = {t: {k: {} for k in kinds} for t in tasks}
+    jobs = [(s, t) for s in seeds for t in tasks]
+    for s, t in tqdm(jobs, desc="seed study", disable=not progress):
+        task = tasks[t]
+        if s == main_seed:
+            got = {"pretrained": probe[t][method], "random_init": probe[t][random_method], "rcf": probe[t]["rcf"]}
+        else:
+            got = {"pretrained": probe_encoder(pretrained[s], task, seed=main_seed, n_boot=n_boot),
+                   "random_init": probe_encoder(random_encoder(arch, s), task, seed=main_seed, n_boot=n_boot),
+                   "rcf": evaluate_features(rcf_features(task, seed=s), task, seed=main_seed, n_boot=n_boot)}
+        for k in kinds:
+            per_task[t][k][str(s)] = float(got[k]["linear_acc"])
+    mean_acc = {k: {str(s): float(np.mean([per_task[t][k][str(s)] for t in tasks])) for s in seeds} for k in kinds}
+    spread = {k: _spread(mean_acc[k]) for k in kinds}
+    pixel = float(np.mean([probe[t]["pixel_stats"]["linear_acc"] for t in tasks]))
+
+    def margin(base: str) -> dict:
+        pairs = [100 * (a - b) for a in mean_acc["pretrained"].values() for b in mean_acc[base].values()]
+        return {"mean": 100 * (spread["pretrained"]["mean"] - spread[base]["mean"]),
+                "worst_pair": float(min(pairs)), "best_pair": float(max(pairs))}
+
+    return {"method": method, "arch": arch, "seeds": seeds, "main_seed": main_seed,
+            "linear_acc": mean_acc, "per_task": per_task, "spread": spread, "pixel_stats_linear_acc": pixel,
+            "margin_vs_random_points": margin("random_init"), "margin_vs_rcf_points": margin("rcf"),
+            "margin_vs_pixel_stats_points": 100 * (spread["pretrained"]["mean"] - pixel)}
+
+
 def load_objective(path):
     """Rebuild a pretraining objective (with decoder / projector) from ``<name>_objective.pt``."""
     blob = torch.load(path, map_location="cpu", weights_only=False)

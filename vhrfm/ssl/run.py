@@ -17,7 +17,7 @@ from vhrfm.ssl.train import pretrain
 def method_config(profile: str, method: str) -> tuple[str, dict]:
     cfg = load_profile(profile)["pretrain"]
     spec = cfg["methods"][method]
-    base = {k: v for k, v in cfg.items() if k not in ("methods", "corpus")}
+    base = {k: v for k, v in cfg.items() if k not in ("methods", "corpus", "seed_study")}
     merged = {**base, **{k: v for k, v in spec.items() if k != "objective"}}
     return spec["objective"], merged
 
@@ -32,9 +32,37 @@ def corpus_for(profile: str, progress: bool = True):
     return corpus, stats
 
 
+def seed_study_spec(p: dict) -> dict | None:
+    """A profile's ``pretrain.seed_study`` ({method, seeds}), checked; None when the profile has none."""
+    study = p["pretrain"].get("seed_study")
+    if not study:
+        return None
+    if study.get("method") not in p["pretrain"]["methods"]:
+        raise KeyError(f"pretrain.seed_study.method {study.get('method')!r} is not one of the profile's methods "
+                       f"({', '.join(p['pretrain']['methods'])})")
+    seeds = [int(s) for s in study.get("seeds") or []]
+    if not seeds or p["seed"] in seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"pretrain.seed_study.seeds must be distinct extra seeds, without the main seed {p['seed']}: "
+                         f"got {study.get('seeds')}")
+    return {"method": study["method"], "seeds": seeds}
+
+
+def seed_study_paths(profile: str, ssl_dir: str | Path | None = None) -> dict[int, Path]:
+    """{pretraining seed: weights} of the profile's seed study (``pretrain.seed_study``): the study's method
+    trained again at each extra seed (the profile's own seed is the main run, ``<method>.safetensors``)."""
+    p = load_profile(profile)
+    study = seed_study_spec(p)
+    if study is None:
+        return {}
+    d = Path(ssl_dir) if ssl_dir else models_dir(profile) / "ssl"
+    m = study["method"]
+    return {p["seed"]: d / f"{m}.safetensors", **{s: d / "seeds" / f"{m}_seed{s}.safetensors" for s in study["seeds"]}}
+
+
 def run_pretraining(profile: str, methods: list[str] | None = None, out_dir: str | Path | None = None,
                     progress: bool = True) -> dict:
     p = load_profile(profile)
+    study = seed_study_spec(p)  # a bad seed study fails before hours of training, not after
     out = Path(out_dir) if out_dir else models_dir(profile) / "ssl"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -51,6 +79,13 @@ def run_pretraining(profile: str, methods: list[str] | None = None, out_dir: str
     for name in methods or list(p["pretrain"]["methods"]):
         objective, cfg = method_config(profile, name)
         summaries[name] = pretrain(name, objective, cfg, corpus, out, seed=p["seed"], card_extra=extra, progress=progress)
+    if study and (methods is None or study["method"] in methods):
+        # the same method, corpus and settings; only the training seed (init, batches, views) changes
+        objective, cfg = method_config(profile, study["method"])
+        for s in study["seeds"]:
+            name = f"{study['method']}_seed{s}"
+            summaries[name] = pretrain(name, objective, cfg, corpus, out / "seeds", seed=s, card_extra=extra,
+                                       progress=progress)
     summary = {"profile": profile, "corpus_crops": corpus.n_crops, "products": len(corpus.products),
                "seconds": round(time.perf_counter() - t0, 1), "methods": summaries}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
