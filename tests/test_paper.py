@@ -50,6 +50,10 @@ def test_smoke_paper_renders_from_the_smoke_metrics(real_data, tmp_path):
     assert "<table>" in html and "data:image/png;base64" in html
     metrics = json.loads((res / "data" / "metrics.json").read_text())
     assert f"holds {metrics['totals']['images']} real images" in md
+    study = json.loads((res / "pretraining" / "metrics.json").read_text())["seed_study"]
+    assert "Is the margin the seed?" in md  # the smoke profile has a seed study too
+    for sd in study["seeds"]:
+        assert f"| {sd} | {100 * study['linear_acc']['pretrained'][str(sd)]:.1f} % |" in md
 
 
 def test_budget_order_and_unmeasured_values():
