@@ -84,6 +84,9 @@ def pretrain_cmd(profile: str = PROFILE,
                  out_dir: Optional[Path] = typer.Option(None, help="Output folder (default: models/ssl, or models/PROFILE/ssl).")):
     """Self-supervised pretraining of every method in the profile (MAE, contrastive, hybrid, ablations).
 
+    The method of the profile's seed study (pretrain.seed_study) is also trained at the study's extra seeds, into
+    OUT_DIR/seeds/, whenever it is trained (all methods, or that method named with --method).
+
     Runs on one process, or on several with torchrun (DDP): torchrun --nproc_per_node 2 -m vhrfm.cli pretrain
     """
     from vhrfm.ssl.run import run_pretraining
