@@ -95,6 +95,7 @@ def test_stem_colour_correlation_reads_the_generated_kernels():
     gen = spectral_stem(enc).gen
     with torch.no_grad():  # only the shared output bias: every band gets the same kernel
         gen.to_weight.weight.zero_()
+        nn.init.normal_(gen.to_weight.bias, std=0.1)
     assert stem_colour_correlation(enc, wl, wd) == pytest.approx(1.0, abs=1e-5)
     with torch.no_grad():  # only the per-band part, large: kernels far from identical
         nn.init.normal_(gen.to_weight.weight, std=1.0)
@@ -106,6 +107,23 @@ def test_stem_colour_correlation_reads_the_generated_kernels():
         stem_colour_correlation(fix_bands(enc, wl, wd), wl, wd)
     with pytest.raises(ValueError):
         stem_colour_correlation(enc, wl[:1], wd[:1])
+
+
+@pytest.mark.parametrize("arch", ["resnet18_anyband", "mobilenetv3_small_anyband"])
+def test_conv_encoders_start_with_band_distinct_stem_kernels(arch):
+    from vhrfm.models import spectral_stem, stem_colour_correlation
+    from vhrfm.models.spectral import WeightGenerator
+
+    wl, wd = [490.0, 560.0, 660.0, 830.0], [60.0, 60.0, 60.0, 120.0]
+    torch.manual_seed(0)
+    enc = create_encoder(arch)
+    assert stem_colour_correlation(enc, wl, wd) < 0.5
+    # the generator's own default (bias-dominated) is what made every band's kernel the same
+    gen = spectral_stem(enc).gen
+    torch.manual_seed(0)
+    default = WeightGenerator(gen.to_weight.out_features, gen.to_bias.out_features)
+    gen.load_state_dict(default.state_dict())
+    assert stem_colour_correlation(enc, wl, wd) > 0.99
 
 
 def test_spectral_conv_kernels_are_what_forward_fixed_and_the_diagnostic_use():

@@ -47,6 +47,14 @@ def seed_study_spec(p: dict) -> dict | None:
     return {"method": study["method"], "seeds": seeds}
 
 
+SEED_STUDY_DIR = "seeds"  # the seed study's replicas, under the pretraining folder
+
+
+def seed_replica_name(method: str, seed: int) -> str:
+    """The name (file stem under :data:`SEED_STUDY_DIR`, summary key) of ``method`` trained again at ``seed``."""
+    return f"{method}_seed{seed}"
+
+
 def seed_study_paths(profile: str, ssl_dir: str | Path | None = None) -> dict[int, Path]:
     """{pretraining seed: weights} of the profile's seed study (``pretrain.seed_study``): the study's method
     trained again at each extra seed (the profile's own seed is the main run, ``<method>.safetensors``)."""
@@ -56,7 +64,7 @@ def seed_study_paths(profile: str, ssl_dir: str | Path | None = None) -> dict[in
         return {}
     d = Path(ssl_dir) if ssl_dir else models_dir(profile) / "ssl"
     m = study["method"]
-    return {p["seed"]: d / f"{m}.safetensors", **{s: d / "seeds" / f"{m}_seed{s}.safetensors" for s in study["seeds"]}}
+    return {p["seed"]: d / f"{m}.safetensors", **{s: d / SEED_STUDY_DIR / f"{seed_replica_name(m, s)}.safetensors" for s in study["seeds"]}}
 
 
 def run_pretraining(profile: str, methods: list[str] | None = None, out_dir: str | Path | None = None,
@@ -83,8 +91,8 @@ def run_pretraining(profile: str, methods: list[str] | None = None, out_dir: str
         # the same method, corpus and settings; only the training seed (init, batches, views) changes
         objective, cfg = method_config(profile, study["method"])
         for s in study["seeds"]:
-            name = f"{study['method']}_seed{s}"
-            summaries[name] = pretrain(name, objective, cfg, corpus, out / "seeds", seed=s, card_extra=extra,
+            name = seed_replica_name(study["method"], s)
+            summaries[name] = pretrain(name, objective, cfg, corpus, out / SEED_STUDY_DIR, seed=s, card_extra=extra,
                                        progress=progress)
     summary = {"profile": profile, "corpus_crops": corpus.n_crops, "products": len(corpus.products),
                "seconds": round(time.perf_counter() - t0, 1), "methods": summaries}
