@@ -1,5 +1,8 @@
+import math
+
 import pytest
 import torch
+from torch import nn
 
 from vhrfm.errors import VHRFMInputError
 from vhrfm.models import create_encoder, list_encoders
@@ -118,12 +121,30 @@ def test_conv_encoders_start_with_band_distinct_stem_kernels(arch):
     torch.manual_seed(0)
     enc = create_encoder(arch)
     assert stem_colour_correlation(enc, wl, wd) < 0.5
-    # the generator's own default (bias-dominated) is what made every band's kernel the same
+    # the generator's earlier initialisation (a small per-band part under a shared output bias) is what made every
+    # band's kernel the same; put back, the diagnostic sees it, so the check above can fail
     gen = spectral_stem(enc).gen
-    torch.manual_seed(0)
-    default = WeightGenerator(gen.to_weight.out_features, gen.to_bias.out_features)
-    gen.load_state_dict(default.state_dict())
+    assert isinstance(gen, WeightGenerator)
+    hidden, fan_in = gen.to_weight.in_features, gen.to_weight.out_features // gen.to_bias.out_features
+    with torch.no_grad():
+        nn.init.normal_(gen.to_weight.weight, std=0.02 / math.sqrt(hidden))
+        nn.init.normal_(gen.to_weight.bias, std=1.0 / math.sqrt(fan_in))
     assert stem_colour_correlation(enc, wl, wd) > 0.99
+
+
+def test_per_band_generators_start_band_distinct():
+    """The stem of a conv net, the ViT's patch embedding and the MAE's per-band output head: each band starts
+    with its own generated weights (the default of WeightGenerator, not a fix-up by one encoder)."""
+    from vhrfm.models.spectral import SpectralConv, SpectralLinearHead
+
+    wl, wd = torch.tensor([490.0, 560.0, 660.0, 830.0]), torch.tensor([60.0, 60.0, 60.0, 120.0])
+    torch.manual_seed(0)
+    for gen in (SpectralConv(32, 3).gen, SpectralLinearHead(64, 16).gen):
+        w, b = gen(wl, wd)
+        corr = torch.corrcoef(w.double())
+        off = corr[~torch.eye(len(wl), dtype=torch.bool)]
+        assert off.abs().mean() < 0.5, off
+        assert torch.count_nonzero(gen.to_weight.bias) == 0 and torch.count_nonzero(gen.to_bias.bias) == 0
 
 
 def test_spectral_conv_kernels_are_what_forward_fixed_and_the_diagnostic_use():

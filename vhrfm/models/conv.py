@@ -2,8 +2,8 @@
 
 The timm model's first convolution is replaced by a :class:`~vhrfm.models.spectral.SpectralConv` of the
 same shape, so the network accepts any band set; the rest is timm's, unchanged. The spectral stem starts with
-band-distinct kernels (:func:`~vhrfm.models.spectral.band_distinct_init_`), so the network can tell colours apart
-from the first step.
+band-distinct kernels (the :class:`~vhrfm.models.spectral.WeightGenerator`'s initialisation), so the network can
+tell colours apart from the first step.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import timm
 import torch
 from torch import nn
 
-from vhrfm.models.spectral import SpectralConv, band_distinct_init_
+from vhrfm.models.spectral import SpectralConv
 
 
 def _find_stem(model: nn.Module) -> tuple[str, nn.Conv2d]:
@@ -45,8 +45,7 @@ class AnyBandConvNet(nn.Module):
         name, conv = _find_stem(self.body)
         if conv.groups != 1:
             raise ValueError(f"{timm_name}: the stem conv is grouped; not supported")
-        slot = _StemSlot(band_distinct_init_(SpectralConv(conv.out_channels, conv.kernel_size[0], conv.stride[0],
-                                                              conv.padding[0])))
+        slot = _StemSlot(SpectralConv(conv.out_channels, conv.kernel_size[0], conv.stride[0], conv.padding[0]))
         parent = self.body.get_submodule(name.rsplit(".", 1)[0]) if "." in name else self.body
         setattr(parent, name.rsplit(".", 1)[-1], slot)
         self._stem_name = name  # the slot lives inside the timm body only (one copy of its weights)

@@ -56,7 +56,13 @@ def _band_meta(x: torch.Tensor, wavelengths, widths) -> tuple[torch.Tensor, torc
 
 
 class WeightGenerator(nn.Module):
-    """MLP from a band's spectral encoding to a flattened weight tensor (and a bias contribution)."""
+    """MLP from a band's spectral encoding to a flattened weight tensor (and a bias contribution).
+
+    Every linear layer starts with Xavier-uniform weights and zero biases (the ViT's own initialisation), so
+    each band starts with its own generated weights: a stem sees colour, and a per-band output head predicts each
+    band apart, from the first step. An earlier initialisation (a small per-band part under a shared output bias
+    of std 1/sqrt(fan_in)) gave every band nearly the same kernel: band-kernel correlation 0.9999 for a
+    ResNet-18 stem (see :func:`band_kernel_correlation`), and contrastive pretraining did not separate them."""
 
     def __init__(self, n_weights: int, n_bias: int, hidden: int = 128, enc_dim: int = 32):
         super().__init__()
@@ -64,11 +70,10 @@ class WeightGenerator(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(enc_dim + 1, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU())
         self.to_weight = nn.Linear(hidden, n_weights)
         self.to_bias = nn.Linear(hidden, n_bias)
-        fan_in = n_weights // max(n_bias, 1)
-        nn.init.normal_(self.to_weight.weight, std=0.02 / math.sqrt(hidden))
-        nn.init.normal_(self.to_weight.bias, std=1.0 / math.sqrt(fan_in))
-        nn.init.zeros_(self.to_bias.weight)
-        nn.init.zeros_(self.to_bias.bias)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward(self, wavelengths: torch.Tensor, widths: torch.Tensor):
         h = self.mlp(spectral_encoding(wavelengths, widths, self.enc_dim))
@@ -108,22 +113,6 @@ class SpectralConv(nn.Module):
         conv.weight.copy_(weight)
         conv.bias.copy_(bias)
         return conv
-
-
-@torch.no_grad()
-def band_distinct_init_(conv: SpectralConv) -> SpectralConv:
-    """Re-initialise ``conv``'s kernel generator so that each band starts with its own kernel.
-
-    Every linear layer of the generator gets Xavier-uniform weights and zero biases, as the ViT's patch embedding
-    gets from the ViT's own initialisation. Under :class:`WeightGenerator`'s default the shared output bias
-    dominates, every band starts with (nearly) the same kernel (band-kernel correlation 0.9999 for a ResNet-18
-    stem) and the network sees a weighted brightness; pretraining did not separate them (0.996 after the cpu
-    profile's contrastive run). After this the correlation starts near 0.1 (see ``band_kernel_correlation``)."""
-    for m in conv.gen.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            nn.init.zeros_(m.bias)
-    return conv
 
 
 class FixedSpectralConv(nn.Conv2d):
