@@ -322,6 +322,7 @@ metrics = {
         "margin_vs_random_points": 100 * (ssl_mean - mean_over_tasks(probe, best_random)),
         "margin_vs_rcf_points": 100 * (ssl_mean - mean_over_tasks(probe, "rcf")),
         "methods_linear_acc": {m: mean_over_tasks(probe, m) for m in methods},
+        "random_linear_acc_by_encoder": {a: mean_over_tasks(probe, random_name[a]) for a in archs},
     },
     "probe": {t: {m: {k: r[k] for k in ("knn_acc", "linear_acc", "ci95", "knn_ci95", "linear_val_acc", "n_test",
                                          "features", "by_features") if k in r} for m, r in by.items()}
