@@ -233,6 +233,42 @@ if study_paths:
     fig.savefig(fig_dir / "seed_study.png", dpi=110)
 
 # %% [markdown]
+# ## Is it a matter of steps? The seed study's method along its training
+#
+# The seed study's method also saved its encoder at intermediate steps (`snapshots` in `params.yaml`). Each is
+# probed as above, at every training seed. Step 0 is the initialisation, which is the random-init encoder of the
+# same seed (the same random draws), and the last step is the trained encoder; both come from the seed study.
+# A curve still rising at the end says more steps may pay; a curve that falls from step 0 says the objective
+# moves the features away from what the tasks need, at least at this budget.
+
+# %%
+from vhrfm.ssl.evaluate import learning_curve
+from vhrfm.ssl.run import snapshot_paths
+
+curve = None
+snaps = snapshot_paths(profile, ssl_dir)
+if study is not None and snaps:
+    steps_total = encoders[study["method"]].card["steps"]
+    curve = learning_curve({sd: {k: load_encoder(pth) for k, pth in by.items()} for sd, by in snaps.items()}, tasks,
+                           study, steps_total, main_seed=seed, n_boot=pcfg["n_boot"])
+    display(pd.DataFrame(curve["linear_acc"]).rename_axis("step").round(3))
+    print({k: round(v, 2) for k, v in curve.items() if k.endswith("_points")}, "best step:", curve["best_step"])
+    fig, axes = plt.subplots(1, 1 + len(tasks), figsize=(3.2 * (1 + len(tasks)), 2.8), squeeze=False)
+    for ax, (title, acc) in zip(axes.flat, [("mean over tasks", curve["linear_acc"]),
+                                            *[(t, curve["per_task"][t]) for t in tasks]]):
+        for sd, by in acc.items():
+            ax.plot(curve["steps"], [by[str(k)] for k in curve["steps"]], marker="o", ms=3, lw=1, label=f"seed {sd}")
+        if title == "mean over tasks":
+            ax.axhline(study["spread"]["rcf"]["mean"], color="tab:olive", ls="--", lw=0.8, label="RCF (mean)")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("training step")
+    axes.flat[0].set_ylabel("test linear accuracy")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle(f"{study['method']}: frozen features along training (step 0 = random init)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(fig_dir / "learning_curve.png", dpi=110)
+
+# %% [markdown]
 # ## What the masked autoencoder reconstructs, per sensor
 #
 # Held-out validation tiles of each sensor, 75 % of patches masked; the reconstruction shows the
@@ -339,6 +375,7 @@ metrics = {
     "any_band_cosine_to_all_bands": sims,
     "stem_band_correlation": {"bands": f"pleiades {'/'.join(ms_names)}", "mean_offdiag": stem_corr},
     "seed_study": study,
+    "learning_curve": curve,
 }
 (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
 print(json.dumps(metrics["summary"], indent=1))

@@ -117,6 +117,37 @@ def test_seed_study_reuses_the_main_table_and_varies_only_the_training_seed():
         seed_study({3: pretrained[3]}, arch, tasks, probe, "m", "random_init[x]", main_seed=0, progress=False)
 
 
+def test_learning_curve_takes_its_ends_from_the_seed_study_and_probes_the_snapshots():
+    from vhrfm.ssl.evaluate import learning_curve, probe_all, probe_encoder, random_encoder, seed_study
+
+    tasks = {"a": _task(n=40, seed=0), "b": _task(n=40, sep=0.5, seed=1)}
+    arch = "mobilenetv3_small_anyband"
+    pretrained = {0: random_encoder(arch, 10), 3: random_encoder(arch, 13)}
+    probe = probe_all({"m": pretrained[0], "random_init[x]": random_encoder(arch, 0)}, tasks, n_boot=50, progress=False)
+    study = seed_study(pretrained, arch, tasks, probe, "m", "random_init[x]", main_seed=0, n_boot=50, progress=False)
+    snaps = {0: {5: random_encoder(arch, 20)}, 3: {5: random_encoder(arch, 23)}}  # stand-ins for mid-training encoders
+    curve = learning_curve(snaps, tasks, study, 10, main_seed=0, n_boot=50, progress=False)
+    assert curve["steps"] == [0, 5, 10] and curve["seeds"] == [0, 3]
+    for t in tasks:
+        for sd in ("0", "3"):
+            assert curve["per_task"][t][sd]["0"] == study["per_task"][t]["random_init"][sd]
+            assert curve["per_task"][t][sd]["10"] == study["per_task"][t]["pretrained"][sd]
+        assert curve["per_task"][t]["3"]["5"] == probe_encoder(snaps[3][5], tasks[t], seed=0, n_boot=50)["linear_acc"]
+    assert curve["linear_acc"]["3"]["5"] == pytest.approx(np.mean([curve["per_task"][t]["3"]["5"] for t in tasks]))
+    by = curve["by_step"]
+    assert by["10"]["mean"] == pytest.approx(study["spread"]["pretrained"]["mean"])
+    assert by["0"]["mean"] == pytest.approx(study["spread"]["random_init"]["mean"])
+    assert curve["final_minus_init_points"] == pytest.approx(100 * (by["10"]["mean"] - by["0"]["mean"]))
+    assert by[str(curve["best_step"])]["mean"] == max(v["mean"] for v in by.values())
+    assert curve["final_minus_best_points"] <= 0
+    with pytest.raises(ValueError, match="seed study"):
+        learning_curve({0: snaps[0]}, tasks, study, 10, progress=False)
+    with pytest.raises(ValueError, match="strictly between"):
+        learning_curve({0: {10: pretrained[0]}, 3: {10: pretrained[3]}}, tasks, study, 10, progress=False)
+    with pytest.raises(ValueError, match="same snapshot steps"):
+        learning_curve({0: snaps[0], 3: {4: snaps[3][5]}}, tasks, study, 10, progress=False)
+
+
 def test_seed_study_spec_is_checked_before_training():
     from vhrfm.ssl.run import seed_study_spec
 
@@ -129,3 +160,19 @@ def test_seed_study_spec_is_checked_before_training():
     for bad in ([0, 1], [], [1, 1]):
         with pytest.raises(ValueError, match="distinct extra seeds"):
             seed_study_spec({**p, "pretrain": {**p["pretrain"], "seed_study": {"method": "a", "seeds": bad}}})
+
+
+def test_snapshot_paths_name_what_pretraining_writes(tmp_path):
+    from vhrfm.config import load_profile
+    from vhrfm.ssl.run import SEED_STUDY_DIR, method_config, seed_replica_name, snapshot_paths
+    from vhrfm.ssl.train import SNAPSHOT_DIR, snapshot_name
+
+    p = load_profile("smoke")
+    study = p["pretrain"]["seed_study"]
+    steps = method_config("smoke", study["method"])[1]["snapshots"]
+    paths = snapshot_paths("smoke", tmp_path)
+    assert sorted(paths) == sorted([p["seed"], *study["seeds"]])
+    assert paths[p["seed"]] == {k: tmp_path / SNAPSHOT_DIR / f"{snapshot_name(study['method'], k)}.safetensors" for k in steps}
+    s = study["seeds"][0]
+    assert paths[s][steps[0]] == tmp_path / SEED_STUDY_DIR / SNAPSHOT_DIR / \
+        f"{snapshot_name(seed_replica_name(study['method'], s), steps[0])}.safetensors"

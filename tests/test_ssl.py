@@ -96,6 +96,34 @@ def test_training_is_deterministic_and_resumes_exactly_after_a_kill(tmp_path, ob
     assert enc(x, [480, 545, 660, 832], 2.0).shape == (1, enc.num_features)
 
 
+def test_snapshots_are_the_encoder_mid_training_and_step_0_is_the_random_init(tmp_path):
+    """The learning curve's premises: a snapshot is the encoder part-way (neither the start nor the end), a resume
+    neither rewrites nor loses it, and step 0 is random_encoder(arch, seed), whose probe chapter 1 reuses."""
+    from vhrfm.ssl.evaluate import random_encoder
+    from vhrfm.ssl.train import SNAPSHOT_DIR, snapshot_name
+
+    corpus = synthetic_corpus()
+    cfg = {**CFG, "encoder": "resnet18_anyband", "steps": 4, "ckpt_every": 1, "snapshots": [0, 2]}
+    pretrain("m", "contrastive", cfg, corpus, tmp_path / "a", seed=3, progress=False)
+    snap = {k: load_encoder(tmp_path / "a" / SNAPSHOT_DIR / f"{snapshot_name('m', k)}.safetensors") for k in (0, 2)}
+    assert snap[2].card["steps"] == 2 and snap[0].card["steps"] == 0
+    init = random_encoder("resnet18_anyband", 3)
+    for k, v in init.state_dict().items():
+        assert torch.equal(snap[0].state_dict()[k], v), k
+    assert any(not torch.equal(snap[2].state_dict()[k], v) for k, v in init.state_dict().items())
+    final = load_encoder(tmp_path / "a" / "m.safetensors")
+    assert any(not torch.equal(snap[2].state_dict()[k], v) for k, v in final.state_dict().items())
+    # killed after step 3 and resumed: the step-2 snapshot is kept as written, the final weights are unchanged
+    with pytest.raises(RuntimeError, match="simulated kill"):
+        pretrain("m", "contrastive", cfg, corpus, tmp_path / "c", seed=3, progress=False, fail_at_step=3)
+    p2 = tmp_path / "c" / SNAPSHOT_DIR / f"{snapshot_name('m', 2)}.safetensors"
+    before = p2.read_bytes()
+    pretrain("m", "contrastive", cfg, corpus, tmp_path / "c", seed=3, progress=False)
+    assert p2.read_bytes() == before == (tmp_path / "a" / SNAPSHOT_DIR / p2.name).read_bytes()
+    with pytest.raises(ValueError, match="snapshots"):
+        pretrain("m", "contrastive", {**cfg, "snapshots": [4]}, corpus, tmp_path / "d", progress=False)
+
+
 def test_load_encoder_errors(tmp_path):
     with pytest.raises(VHRFMInputError, match="not found"):
         load_encoder(tmp_path / "nothing.safetensors")

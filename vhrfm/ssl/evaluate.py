@@ -118,6 +118,41 @@ def seed_study(pretrained: dict[int, object], arch: str, tasks: dict[str, ProbeT
             "margin_vs_pixel_stats_points": 100 * (spread["pretrained"]["mean"] - pixel)}
 
 
+def learning_curve(snapshots: dict[int, dict[int, object]], tasks: dict[str, ProbeTask], study: dict, steps: int,
+                   main_seed: int = 0, n_boot: int = 1000, progress: bool = True) -> dict:
+    """Frozen-feature accuracy of the seed study's method along its training: is its deficit a matter of steps?
+
+    ``snapshots``: {training seed: {step: encoder after that many steps}} (``pretrain``'s ``snapshots``).
+    Step 0 is the initialisation, which is the random-init encoder of the seed study at that seed
+    (``random_encoder(arch, seed)``: the same draws, checked by the tests), and step ``steps`` is the trained
+    encoder; both come from ``study`` (:func:`seed_study`), not recomputed. The probe keeps ``main_seed``, as in the
+    seed study. Accuracies are test linear-probe accuracies averaged over the tasks (and per task)."""
+    seeds = [int(s) for s in study["seeds"]]
+    if sorted(snapshots) != seeds:
+        raise ValueError(f"snapshots cover seeds {sorted(snapshots)}, the seed study {seeds}")
+    inner = sorted({k for by in snapshots.values() for k in by})
+    if any(sorted(by) != inner for by in snapshots.values()):
+        raise ValueError("every seed needs the same snapshot steps")
+    if any(k <= 0 or k >= steps for k in inner):
+        raise ValueError(f"snapshot steps {inner} must lie strictly between 0 and {steps}")
+    grid = [0, *inner, steps]
+    per_task = {t: {str(s): {} for s in seeds} for t in tasks}
+    for t in tasks:
+        for s in seeds:
+            per_task[t][str(s)]["0"] = study["per_task"][t]["random_init"][str(s)]
+            per_task[t][str(s)][str(steps)] = study["per_task"][t]["pretrained"][str(s)]
+    jobs = [(s, k, t) for s in seeds for k in inner for t in tasks]
+    for s, k, t in tqdm(jobs, desc="learning curve", disable=not progress):
+        per_task[t][str(s)][str(k)] = float(probe_encoder(snapshots[s][k], tasks[t], seed=main_seed, n_boot=n_boot)["linear_acc"])
+    mean_acc = {str(s): {str(k): float(np.mean([per_task[t][str(s)][str(k)] for t in tasks])) for k in grid} for s in seeds}
+    by_step = {str(k): _spread({s: mean_acc[str(s)][str(k)] for s in seeds}) for k in grid}
+    best = max(grid, key=lambda k: by_step[str(k)]["mean"])
+    return {"method": study["method"], "seeds": seeds, "steps": grid, "linear_acc": mean_acc, "per_task": per_task,
+            "by_step": by_step, "best_step": best,
+            "final_minus_init_points": 100 * (by_step[str(steps)]["mean"] - by_step["0"]["mean"]),
+            "final_minus_best_points": 100 * (by_step[str(steps)]["mean"] - by_step[str(best)]["mean"])}
+
+
 def load_objective(path):
     """Rebuild a pretraining objective (with decoder / projector) from ``<name>_objective.pt``."""
     blob = torch.load(path, map_location="cpu", weights_only=False)

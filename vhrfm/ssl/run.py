@@ -11,7 +11,7 @@ from vhrfm.data.datasets import load_splits
 from vhrfm.data.normalize import load_stats
 from vhrfm.data.sources import SOURCES
 from vhrfm.ssl.corpus import build_corpus
-from vhrfm.ssl.train import pretrain
+from vhrfm.ssl.train import SNAPSHOT_DIR, pretrain, snapshot_name
 
 
 def method_config(profile: str, method: str) -> tuple[str, dict]:
@@ -65,6 +65,22 @@ def seed_study_paths(profile: str, ssl_dir: str | Path | None = None) -> dict[in
     d = Path(ssl_dir) if ssl_dir else models_dir(profile) / "ssl"
     m = study["method"]
     return {p["seed"]: d / f"{m}.safetensors", **{s: d / SEED_STUDY_DIR / f"{seed_replica_name(m, s)}.safetensors" for s in study["seeds"]}}
+
+
+def snapshot_paths(profile: str, ssl_dir: str | Path | None = None) -> dict[int, dict[int, Path]]:
+    """{training seed: {step: path}} of the seed study's method's encoder snapshots (its ``snapshots`` setting), at
+    the main seed and every seed of the study; {} when the profile has no seed study or the method no snapshots."""
+    p = load_profile(profile)
+    study = seed_study_spec(p)
+    if study is None:
+        return {}
+    m = study["method"]
+    _, cfg = method_config(profile, m)
+    steps = sorted({int(k) for k in cfg.get("snapshots") or []})
+    d = Path(ssl_dir) if ssl_dir else models_dir(profile) / "ssl"
+    dirs = {p["seed"]: (d, m), **{s: (d / SEED_STUDY_DIR, seed_replica_name(m, s)) for s in study["seeds"]}}
+    return {s: {k: base / SNAPSHOT_DIR / f"{snapshot_name(name, k)}.safetensors" for k in steps} for s, (base, name) in dirs.items()
+            if steps}
 
 
 def run_pretraining(profile: str, methods: list[str] | None = None, out_dir: str | Path | None = None,

@@ -95,12 +95,36 @@ def _write_log(path: Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+SNAPSHOT_DIR = "snapshots"
+
+
+def snapshot_name(name: str, step: int) -> str:
+    """The file stem of ``name``'s encoder after ``step`` training steps (in ``SNAPSHOT_DIR``)."""
+    return f"{name}_step{step}"
+
+
+def _card(name: str, objective: str, cfg: dict, corpus: Corpus, seed: int, steps: int, rows: list[dict],
+          card_extra: dict | None) -> dict:
+    return {
+        "arch": cfg["encoder"], "arch_kwargs": encoder_config(cfg["encoder"]), "name": name, "objective": objective,
+        "settings": cfg, "steps": steps, "seed": seed, "final_loss": rows[-1]["loss"] if rows and steps else None,
+        "trained_wavelengths_nm": sorted({round(float(w), 1) for p in corpus.products for w in p.wavelengths}),
+        "accepted_wavelength_range_nm": [350.0, 2500.0],
+        "gsd_range_m": [min(p.gsd for p in corpus.products) * cfg["scale"][0],
+                        max(p.gsd for p in corpus.products) * cfg["scale"][1]],
+        "corpus": corpus.summary().to_dict(orient="records"),
+        **(card_extra or {}),
+    }
+
+
 def pretrain(name: str, objective: str, cfg: dict, corpus: Corpus, out_dir: str | Path, *, seed: int = 0,
              card_extra: dict | None = None, progress: bool = True, resume: bool = True,
              fail_at_step: int | None = None) -> dict:
     """Train ``objective`` for ``cfg['steps']`` steps; write ``<name>.safetensors`` + card, ``<name>_log.csv``.
 
-    ``fail_at_step`` raises after that many steps (tests use it to stand for a kill).
+    ``cfg['snapshots']`` (optional) lists step counts after which the encoder is also written, as
+    ``snapshots/<name>_step<k>.safetensors`` (0: the initialisation this run starts from): a learning curve of the
+    frozen features. ``fail_at_step`` raises after that many steps (tests use it to stand for a kill).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +147,14 @@ def pretrain(name: str, objective: str, cfg: dict, corpus: Corpus, out_dir: str 
                initial=start, total=cfg["steps"])
     t_start = time.perf_counter()
     momentum = float("nan")
+    snapshots = sorted({int(k) for k in cfg.get("snapshots") or []})
+    if any(k < 0 or k >= cfg["steps"] for k in snapshots):
+        raise ValueError(f"{name}: snapshots {snapshots} must lie in [0, steps={cfg['steps']}) (the last step is the model)")
     for step in bar:
+        if rank == 0 and step in snapshots:  # the encoder after `step` updates (written before this step's update)
+            snap = out / SNAPSHOT_DIR / f"{snapshot_name(name, step)}.safetensors"
+            if not snap.exists():
+                save_encoder(model.encoder, snap, _card(name, objective, cfg, corpus, seed, step, rows, card_extra))
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0]))
         batch = corpus.batch(step, cfg["batch_size"], seed, rank)
@@ -160,18 +191,8 @@ def pretrain(name: str, objective: str, cfg: dict, corpus: Corpus, out_dir: str 
     summary = {"param_digest": digest, "name": name, "objective": objective, "steps": cfg["steps"], "final_loss": rows[-1]["loss"] if rows else None,
                "seconds_this_run": round(seconds, 1), "world_size": world, "device": str(device)}
     if rank == 0:
-        enc = model.encoder
-        card = {
-            "arch": cfg["encoder"], "arch_kwargs": encoder_config(cfg["encoder"]), "name": name, "objective": objective,
-            "settings": cfg, "steps": cfg["steps"], "seed": seed, "final_loss": summary["final_loss"],
-            "trained_wavelengths_nm": sorted({round(float(w), 1) for p in corpus.products for w in p.wavelengths}),
-            "accepted_wavelength_range_nm": [350.0, 2500.0],
-            "gsd_range_m": [min(p.gsd for p in corpus.products) * cfg["scale"][0],
-                            max(p.gsd for p in corpus.products) * cfg["scale"][1]],
-            "corpus": corpus.summary().to_dict(orient="records"),
-            **(card_extra or {}),
-        }
-        save_encoder(enc, out / f"{name}.safetensors", card)
+        save_encoder(model.encoder, out / f"{name}.safetensors",
+                     _card(name, objective, cfg, corpus, seed, cfg["steps"], rows, card_extra))
         # the whole objective (decoder, projector...) for reconstructions and further training; not published
         torch.save({"objective": objective, "settings": cfg, "state": model.state_dict()}, out / f"{name}_objective.pt")
         _write_log(out / f"{name}_log.csv", rows)
