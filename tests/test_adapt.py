@@ -119,3 +119,36 @@ def test_tent_updates_only_batchnorm_affine_and_lowers_the_probe_entropy():
     assert not any(p.requires_grad for p in new.parameters()) and not new.training
     for a, b in zip(enc.buffers(), new.buffers()):                       # statistics left as they were
         torch.testing.assert_close(a, b)
+
+
+def test_a_vit_teacher_takes_simulated_patches_whose_side_is_not_a_patch_multiple():
+    """The teacher is chosen on validation and may be a ViT; a simulated domain's patches (here 26 px) are centre-
+    cropped to a multiple of its patch size, a convolutional encoder gets them whole."""
+    from vhrfm.adapt.crosssensor import embed, features
+
+    rng = np.random.default_rng(0)
+    n = 40
+    y = np.tile([0, 1], n // 2)
+    split = np.array(["train"] * 20 + ["val"] * 8 + ["test"] * 12)
+    dom = _domain("wv3_1.24m", rng.normal(100, 5, (n, 3, 26, 26)), y, split, gsd=1.24)
+    torch.manual_seed(0)
+    vit = create_encoder("vit_nano_p8")
+    xb = torch.from_numpy(dom.raw[:4])
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        vit(xb, dom.wavelengths, torch.full((4,), dom.gsd), dom.widths)
+    with torch.no_grad():
+        got = embed(vit, xb, dom)
+        assert torch.equal(got, vit(xb[..., 1:25, 1:25], dom.wavelengths, torch.full((4,), dom.gsd), dom.widths))
+    assert features(vit, dom.raw, dom).shape == (n, vit.num_features)
+    m = cross_sensor_matrix(vit, [dom, _domain("b", dom.raw * 2.0, y, split, gsd=1.24)], ("naive", "own_norm_adabn"),
+                            progress=False)
+    assert 0.0 <= m["naive"]["wv3_1.24m->b"] <= 1.0
+    seen = []
+    conv = create_encoder("mobilenetv3_small_anyband").eval()
+    conv.register_forward_pre_hook(lambda mod, args: seen.append(tuple(args[0].shape[-2:])))
+    with torch.no_grad():
+        embed(conv, xb, dom)
+    assert seen == [(26, 26)]
+    tiny = _domain("tiny", rng.normal(size=(4, 3, 6, 6)), y[:4], split[:4])
+    with pytest.raises(ValueError, match="smaller than the encoder's 8 px patch"):
+        embed(vit, torch.from_numpy(tiny.raw), tiny)

@@ -85,13 +85,30 @@ def hist_match(target: Domain, source: Domain, n_q: int = 101) -> np.ndarray:
     return out
 
 
+def embed(encoder, xb: torch.Tensor, dom: Domain) -> torch.Tensor:
+    """Pooled features of a batch of one domain's patches.
+
+    A patch-based encoder (a ViT) needs sides that are a multiple of its patch size, and a simulated domain's
+    patches need not have them (32 px at 1 m resampled to 1.24 m is 26 px): they are centre-cropped to the largest
+    such sides, so no pixel is invented and the GSD is unchanged. A convolutional encoder gets them whole."""
+    p = getattr(encoder, "patch_size", None)
+    if p:
+        h, w = xb.shape[-2:]
+        hh, ww = h - h % p, w - w % p
+        if hh == 0 or ww == 0:
+            raise ValueError(f"{dom.name}: patches of {h}x{w} px are smaller than the encoder's {p} px patch")
+        top, left = (h - hh) // 2, (w - ww) // 2
+        xb = xb[..., top:top + hh, left:left + ww]
+    return encoder(xb, dom.wavelengths, torch.full((len(xb),), dom.gsd), dom.widths)
+
+
 @torch.no_grad()
 def features(encoder, x: np.ndarray, dom: Domain, batch: int = 128) -> np.ndarray:
     encoder.eval()
     out = []
     for i in range(0, len(x), batch):
         xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))
-        out.append(encoder(xb, dom.wavelengths, torch.full((len(xb),), dom.gsd), dom.widths).float().numpy())
+        out.append(embed(encoder, xb, dom).float().numpy())
     return np.concatenate(out)
 
 
@@ -117,7 +134,7 @@ def adabn(encoder, x: np.ndarray, dom: Domain, batch: int = 64):
     def feed(enc):
         for i in range(0, len(x), batch):
             xb = torch.from_numpy(np.ascontiguousarray(x[i:i + batch]))
-            enc(xb, dom.wavelengths, torch.full((len(xb),), dom.gsd), dom.widths)
+            embed(enc, xb, dom)
 
     return reestimate_bn(encoder, feed)
 
@@ -169,7 +186,7 @@ def tent(encoder, x: np.ndarray, dom: Domain, probe, steps: int = 10, lr: float 
 
     def objective(enc):
         xb = torch.from_numpy(np.ascontiguousarray(x[rng.integers(0, len(x), min(batch, len(x)))]))
-        logit = probe_logits(scaler, clf, enc(xb, dom.wavelengths, torch.full((len(xb),), dom.gsd), dom.widths).float())
+        logit = probe_logits(scaler, clf, embed(enc, xb, dom).float())
         return binary_entropy(logit).mean()
 
     return tent_bn_affine(encoder, objective, steps, lr)
