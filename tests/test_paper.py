@@ -56,6 +56,15 @@ def test_smoke_paper_renders_from_the_smoke_metrics(real_data, tmp_path):
         assert f"| {sd} | {100 * study['linear_acc']['pretrained'][str(sd)]:.1f} % |" in md
 
 
+def test_a_detector_without_detections_has_no_precision_printed():
+    from vhrfm.paper import NOT_MEASURED, det_precision
+
+    assert det_precision({"precision": 1.0, "recall": 0.0}) == "none detected"  # no tp and no fp
+    assert det_precision({"precision": 1.0, "recall": 0.5}) == "100.0 %"
+    assert det_precision({"precision": 0.0, "recall": 0.0}) == "0.0 %"  # false positives only
+    assert det_precision({"precision": None, "recall": None}) == NOT_MEASURED
+
+
 def test_budget_order_and_unmeasured_values():
     from vhrfm.paper import NOT_MEASURED, by_budget, num, pct
 
