@@ -69,3 +69,19 @@ def test_metrics_are_kept_in_git_and_outputs_in_dvc():
         for m in st["do"].get("metrics", []):
             spec = next(iter(m.values())) if isinstance(m, dict) else {}
             assert spec.get("cache") is False, f"{name}: metrics files are committed (cache: false)"
+
+
+def test_pretrain_stage_depends_on_every_objective_module():
+    """The pretrain stage re-runs when the code of any objective it can train changes: every ``vhrfm/ssl`` module the
+    pretraining loop imports is one of the stage's deps (an objective added without its dep would leave the stage
+    up to date after its code changed)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, vhrfm.ssl.run; print('\\n'.join(sorted(m.__file__ for n, m in sys.modules.items() "
+            "if n.startswith('vhrfm.ssl.') and getattr(m, '__file__', None))))")
+    files = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    deps = set(DVC["stages"]["pretrain"]["do"]["deps"])
+    used = {str(Path(f).resolve().relative_to(ROOT)) for f in files}
+    assert "vhrfm/ssl/vicreg.py" in used and "vhrfm/ssl/contrastive.py" in used
+    assert used - deps == set(), f"add these to the pretrain stage's deps in dvc.yaml: {sorted(used - deps)}"

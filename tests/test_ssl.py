@@ -68,13 +68,30 @@ def test_views_update_gsd_and_keep_bands_consistent():
     assert v.image.shape[-1] == 8 and v.image.shape[1] == len(v.wavelengths)
 
 
+def test_vicreg_terms_penalise_collapse_and_correlation_and_reward_agreement():
+    from vhrfm.ssl.vicreg import covariance_term, variance_term, vicreg_loss
+
+    torch.manual_seed(0)
+    z = torch.randn(512, 16) * 2  # every dimension's std ~2 > gamma = 1, nearly uncorrelated
+    assert variance_term(z) == 0
+    collapsed = torch.ones(512, 16)
+    assert variance_term(collapsed) == pytest.approx(1 - 1e-2, abs=1e-4)  # relu(1 - sqrt(0 + eps)) per dimension
+    assert covariance_term(z) < 0.5
+    shared = torch.randn(512, 1).repeat(1, 16)  # every dimension the same: all covariances ~1
+    assert covariance_term(shared) == pytest.approx(16 * 15 / 16, rel=0.15)
+    same, other = vicreg_loss(z, z), vicreg_loss(z, torch.randn(512, 16) * 2)
+    assert same["invariance"] == 0 and other["invariance"] > 1
+    assert same["loss"] < other["loss"]
+    assert vicreg_loss(collapsed, collapsed)["loss"] > same["loss"]  # agreeing, but collapsed: still penalised
+
+
 def test_info_nce_prefers_matching_pairs():
     torch.manual_seed(0)
     q = torch.randn(16, 8)
     assert info_nce(q, q + 0.01 * torch.randn(16, 8), 0.2) < info_nce(q, torch.randn(16, 8), 0.2)
 
 
-@pytest.mark.parametrize("objective", ["mae", "contrastive", "hybrid"])
+@pytest.mark.parametrize("objective", ["mae", "contrastive", "hybrid", "vicreg"])
 def test_training_is_deterministic_and_resumes_exactly_after_a_kill(tmp_path, objective):
     corpus = synthetic_corpus()
     cfg = {**CFG, "steps": 4, "ckpt_every": 2}
@@ -138,7 +155,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("objective", ["mae", "hybrid"])
+@pytest.mark.parametrize("objective", ["mae", "hybrid", "vicreg"])
 def test_ddp_two_processes_stay_in_sync(tmp_path, objective):
     worker = Path(__file__).parent / "ddp_worker.py"
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",

@@ -28,10 +28,12 @@ from vhrfm.ssl.contrastive import MoCoV3
 from vhrfm.ssl.corpus import Corpus
 from vhrfm.ssl.hybrid import Hybrid
 from vhrfm.ssl.mae import MAE
+from vhrfm.ssl.vicreg import VICReg
 from vhrfm.ssl.views import make_view
 
-OBJECTIVES = ("mae", "contrastive", "hybrid", "distill")
-LOG_FIELDS = ["step", "loss", "mse", "texture", "contrastive", "cosine", "relational", "lr", "momentum", "images_per_s", "product"]
+OBJECTIVES = ("mae", "contrastive", "hybrid", "vicreg", "distill")
+LOSS_TERMS = ("mse", "texture", "contrastive", "invariance", "variance", "covariance", "cosine", "relational")
+LOG_FIELDS = ["step", "loss", *LOSS_TERMS, "lr", "momentum", "images_per_s", "product"]
 
 
 def build_objective(objective: str, cfg: dict) -> nn.Module:
@@ -45,6 +47,10 @@ def build_objective(objective: str, cfg: dict) -> nn.Module:
         return MoCoV3(enc, **moco_kw)
     if objective == "hybrid":
         return Hybrid(MAE(enc, **mae_kw), contrastive_weight=cfg["contrastive_weight"], **moco_kw)
+    if objective == "vicreg":
+        w = cfg.get("vicreg_weights") or {}
+        return VICReg(enc, dim=cfg.get("vicreg_dim", 2048), sim_weight=w.get("sim", 25.0), var_weight=w.get("var", 25.0),
+                      cov_weight=w.get("cov", 1.0))
     if objective == "distill":
         from vhrfm.checkpoint import load_encoder
         from vhrfm.distill.kd import FeatureKD
@@ -67,7 +73,7 @@ def step_loss(model: nn.Module, objective: str, batch, cfg: dict, g: torch.Gener
     v1, v2 = _views(x, wl, wd, gsd, cfg, g, 2)
     for v in (v1, v2):
         v.image, v.gsd = v.image.to(device), v.gsd.to(device)
-    return model(v1, v2) if objective == "contrastive" else model(v1, v2, g)
+    return model(v1, v2) if objective in ("contrastive", "vicreg") else model(v1, v2, g)
 
 
 def lr_at(step: int, cfg: dict) -> float:
@@ -175,7 +181,7 @@ def pretrain(name: str, objective: str, cfg: dict, corpus: Corpus, out_dir: str 
         if step % cfg["log_every"] == 0 or step == cfg["steps"] - 1:
             row = {"step": step, "loss": float(out_d["loss"].detach()), "lr": lr, "momentum": momentum,
                    "images_per_s": cfg["batch_size"] * world / dt, "product": batch[4]}
-            for k in ("mse", "texture", "contrastive", "cosine", "relational"):
+            for k in LOSS_TERMS:
                 row[k] = float(out_d[k]) if k in out_d else float("nan")
             rows.append(row)
             bar.set_postfix(loss=f"{row['loss']:.3f}")
