@@ -18,8 +18,10 @@
 # (DOFA-style hypernetwork) and whose positions are in ground units (Scale-MAE-style GSD scaling).
 # Three objectives, one file each in `vhrfm/ssl/`: masked image modelling with a fine-texture
 # (gradient-difference) term and its ablation, MoCo v3 contrastive learning with VHR views (D4, scale
-# jitter that updates GSD, band dropout, spectral jitter), and a hybrid of both. All are trained by the
-# `pretrain` stage (`vhrfm pretrain`) on the non-test tiles of every source in `data/`.
+# jitter that updates GSD, band dropout, spectral jitter), and a hybrid of both. On the convolutional any-band
+# encoder, MoCo v3 is also compared with VICReg (variance-invariance-covariance, same views, no negatives), whose
+# variance and covariance terms are meant to keep the features from collapsing onto a few directions. All are
+# trained by the `pretrain` stage (`vhrfm pretrain`) on the non-test tiles of every source in `data/`.
 #
 # **Evaluation.** Frozen features, k-NN and linear probes on three real labelled tasks built from the
 # stored spatial splits, with bootstrap 95 % CIs, against baselines computed here in the same run: the
@@ -80,8 +82,8 @@ fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods), 2.8), squ
 for ax, m in zip(axes.flat, methods):
     log = pd.read_csv(ssl_dir / f"{m}_log.csv")
     ax.plot(log.step, log.loss, lw=1, label="loss")
-    for k in ("mse", "texture", "contrastive"):
-        if log[k].notna().any():
+    for k in ("mse", "texture", "contrastive", "invariance", "variance", "covariance"):
+        if k in log and log[k].notna().any():
             ax.plot(log.step, log[k], lw=0.8, alpha=0.8, label=k)
     ax.set_title(f"{m} ({encoders[m].card['objective']}, {encoders[m].card['steps']} steps)", fontsize=8)
     ax.set_xlabel("step")
@@ -174,6 +176,35 @@ stem_corr = {m: stem_colour_correlation(e, phr.wavelengths(ms_names), phr.widths
 display(pd.Series(stem_corr, name=f"mean kernel correlation ({', '.join(ms_names)})").round(4).to_frame())
 
 # %% [markdown]
+# ## Do the features collapse? Effective rank
+#
+# The effective rank of each encoder's pooled features on the probe tasks' training patches (the exponential of
+# the entropy of the centred features' normalised singular values; RankMe, Garrido et al. 2023): 1 when all
+# patches lie on one line, the feature width when they spread over every direction. An objective that rewards
+# invariance to the views can shrink it (dimensional collapse, Jing et al. 2022); VICReg's variance and
+# covariance terms are there to prevent that. Labels play no part in it.
+
+# %%
+from vhrfm.ssl.evaluate import mean_rank, pooled_rank
+
+rank_table = pd.DataFrame({m: {**{t: pooled_rank(probe[t][m]) for t in tasks}, "mean": mean_rank(probe, m),
+                               "width": pooled_rank(probe[next(iter(tasks))][m], "dim")}
+                           for m in [*all_encoders, "rcf", "pixel_stats"]}).T
+rank_table["mean / width"] = rank_table["mean"] / rank_table["width"]
+display(rank_table.round(3))
+fig, ax = plt.subplots(figsize=(6, 3))
+xs = [mean_rank(probe, m) for m in all_encoders]
+ys = [mean_over_tasks(probe, m) for m in all_encoders]
+ax.scatter(xs, ys, color=["tab:blue" if m in methods else "tab:grey" for m in all_encoders])
+for x_, y_, m in zip(xs, ys, all_encoders):
+    ax.annotate(m, (x_, y_), fontsize=6, xytext=(3, 2), textcoords="offset points")
+ax.set_xscale("log")
+ax.set_xlabel("effective rank of pooled features (mean over tasks)")
+ax.set_ylabel("mean test linear accuracy")
+fig.tight_layout()
+fig.savefig(fig_dir / "effective_rank.png", dpi=110)
+
+# %% [markdown]
 # ## The teacher
 #
 # Chosen among the pretrained methods on mean *validation* linear accuracy; its weights and card
@@ -252,8 +283,9 @@ if study is not None and snaps:
     curve = learning_curve({sd: {k: load_encoder(pth) for k, pth in by.items()} for sd, by in snaps.items()}, tasks,
                            study, steps_total, main_seed=seed, n_boot=pcfg["n_boot"])
     display(pd.DataFrame(curve["linear_acc"]).rename_axis("step").round(3))
+    display(pd.DataFrame(curve["effective_rank"]).rename_axis("step").round(1).add_prefix("rank, seed "))
     print({k: round(v, 2) for k, v in curve.items() if k.endswith("_points")}, "best step:", curve["best_step"])
-    fig, axes = plt.subplots(1, 1 + len(tasks), figsize=(3.2 * (1 + len(tasks)), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, 2 + len(tasks), figsize=(3.2 * (2 + len(tasks)), 2.8), squeeze=False)
     for ax, (title, acc) in zip(axes.flat, [("mean over tasks", curve["linear_acc"]),
                                             *[(t, curve["per_task"][t]) for t in tasks]]):
         for sd, by in acc.items():
@@ -262,6 +294,11 @@ if study is not None and snaps:
             ax.axhline(study["spread"]["rcf"]["mean"], color="tab:olive", ls="--", lw=0.8, label="RCF (mean)")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("training step")
+    ax = axes.flat[-1]
+    for sd, by in curve["effective_rank"].items():
+        ax.plot(curve["steps"], [by[str(k)] for k in curve["steps"]], marker="o", ms=3, lw=1, label=f"seed {sd}")
+    ax.set_title("effective rank (mean over tasks)", fontsize=9)
+    ax.set_xlabel("training step")
     axes.flat[0].set_ylabel("test linear accuracy")
     axes.flat[0].legend(fontsize=7)
     fig.suptitle(f"{study['method']}: frozen features along training (step 0 = random init)", fontsize=9)
@@ -374,6 +411,10 @@ metrics = {
     "pretraining_seconds": summary["seconds"],
     "any_band_cosine_to_all_bands": sims,
     "stem_band_correlation": {"bands": f"pleiades {'/'.join(ms_names)}", "mean_offdiag": stem_corr},
+    "effective_rank": {"features": "pooled, training patches of each task, centred; mean over tasks",
+                       "mean": {m: float(rank_table.loc[m, "mean"]) for m in rank_table.index},
+                       "width": {m: int(rank_table.loc[m, "width"]) for m in rank_table.index},
+                       "linear_acc": {m: mean_over_tasks(probe, m) for m in rank_table.index}},
     "seed_study": study,
     "learning_curve": curve,
 }

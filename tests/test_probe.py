@@ -79,8 +79,9 @@ def test_feature_sets_and_their_choice_on_validation(monkeypatch):
     with pytest.raises(ValueError, match="feature set"):
         encoder_features(enc, t, features="cls")
     # the set is chosen on validation accuracy, never on test; ties go to the first (pooled)
-    fake = {"pooled": {"linear_val_acc": 0.7, "linear_acc": 0.9, "knn_acc": 0.5},
-            "multilevel": {"linear_val_acc": 0.8, "linear_acc": 0.6, "knn_acc": 0.5}}
+    extra = {"effective_rank": 3.0, "dim": 8}
+    fake = {"pooled": {"linear_val_acc": 0.7, "linear_acc": 0.9, "knn_acc": 0.5, **extra},
+            "multilevel": {"linear_val_acc": 0.8, "linear_acc": 0.6, "knn_acc": 0.5, **extra}}
     monkeypatch.setattr(evaluate, "encoder_features", lambda e, task, features: features)
     monkeypatch.setattr(evaluate, "evaluate_features", lambda fs, task, seed, n_boot: dict(fake[fs]))
     r = evaluate.probe_encoder(enc, t)
@@ -89,8 +90,24 @@ def test_feature_sets_and_their_choice_on_validation(monkeypatch):
     assert evaluate.probe_encoder(enc, t)["features"] == "pooled"
 
 
+def test_effective_rank_counts_the_directions_features_spread_over():
+    from vhrfm.ssl.probe import effective_rank
+
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(64, 64)))[0]
+    for k in (1, 4, 16):  # k equal-variance directions in 64 dimensions, offset (the centring removes it)
+        f = rng.choice([-1.0, 1.0], size=(4096, k)) @ basis[:k] + 5.0
+        assert effective_rank(f) == pytest.approx(k, rel=0.05)
+    unequal = rng.normal(size=(4096, 2)) * [1.0, 0.01]  # one direction dominates
+    assert 1.0 <= effective_rank(unequal) < 1.2
+    assert effective_rank(np.ones((10, 3))) == 0.0
+    with pytest.raises(ValueError, match="N >= 2"):
+        effective_rank(np.ones((1, 3)))
+
+
 def test_seed_study_reuses_the_main_table_and_varies_only_the_training_seed():
     from vhrfm.ssl.evaluate import probe_all, probe_encoder, random_encoder, seed_study
+    from vhrfm.ssl.probe import effective_rank, encoder_features
 
     tasks = {"a": _task(n=40, seed=0), "b": _task(n=40, sep=0.5, seed=1)}
     arch = "mobilenetv3_small_anyband"
@@ -104,6 +121,12 @@ def test_seed_study_reuses_the_main_table_and_varies_only_the_training_seed():
         assert study["per_task"][t]["rcf"]["0"] == probe[t]["rcf"]["linear_acc"]
         assert study["per_task"][t]["pretrained"]["3"] == probe_encoder(pretrained[3], tasks[t], seed=0, n_boot=50)["linear_acc"]
         assert study["per_task"][t]["random_init"]["3"] == probe_encoder(random_encoder(arch, 3), tasks[t], seed=0, n_boot=50)["linear_acc"]
+        # effective ranks are those of the pooled features' training rows, wherever the feature set was chosen
+        assert study["effective_rank_per_task"][t]["pretrained"]["0"] == probe[t]["m"]["by_features"]["pooled"]["effective_rank"]
+        assert study["effective_rank_per_task"][t]["rcf"]["0"] == probe[t]["rcf"]["effective_rank"]
+        tr = tasks[t].split == "train"
+        assert study["effective_rank_per_task"][t]["random_init"]["3"] == pytest.approx(
+            effective_rank(encoder_features(random_encoder(arch, 3), tasks[t])[tr]))
     acc = study["linear_acc"]
     assert acc["pretrained"]["3"] == pytest.approx(np.mean([study["per_task"][t]["pretrained"]["3"] for t in tasks]))
     sp = study["spread"]["pretrained"]
@@ -133,6 +156,10 @@ def test_learning_curve_takes_its_ends_from_the_seed_study_and_probes_the_snapsh
             assert curve["per_task"][t][sd]["0"] == study["per_task"][t]["random_init"][sd]
             assert curve["per_task"][t][sd]["10"] == study["per_task"][t]["pretrained"][sd]
         assert curve["per_task"][t]["3"]["5"] == probe_encoder(snaps[3][5], tasks[t], seed=0, n_boot=50)["linear_acc"]
+    for sd in ("0", "3"):  # the rank's ends come from the seed study too
+        assert curve["effective_rank"][sd]["0"] == pytest.approx(study["effective_rank"]["random_init"][sd])
+        assert curve["effective_rank"][sd]["10"] == pytest.approx(study["effective_rank"]["pretrained"][sd])
+    assert curve["effective_rank_by_step"]["5"]["n"] == 2
     assert curve["linear_acc"]["3"]["5"] == pytest.approx(np.mean([curve["per_task"][t]["3"]["5"] for t in tasks]))
     by = curve["by_step"]
     assert by["10"]["mean"] == pytest.approx(study["spread"]["pretrained"]["mean"])

@@ -26,7 +26,8 @@ def probe_encoder(encoder, task: ProbeTask, seed: int = 0, n_boot: int = 1000, f
             for fs in feature_sets}
     pick = max(feature_sets, key=lambda fs: (runs[fs]["linear_val_acc"], -feature_sets.index(fs)))
     return {**runs[pick], "features": pick,
-            "by_features": {fs: {k: r[k] for k in ("linear_val_acc", "linear_acc", "knn_acc")} for fs, r in runs.items()}}
+            "by_features": {fs: {k: r[k] for k in ("linear_val_acc", "linear_acc", "knn_acc", "effective_rank", "dim")}
+                            for fs, r in runs.items()}}
 
 
 def probe_all(encoders: dict, tasks: dict[str, ProbeTask], seed: int = 0, n_boot: int = 1000,
@@ -72,6 +73,17 @@ def select_best(probe: dict, candidates: list[str]) -> str:
     return max(candidates, key=lambda m: mean_over_tasks(probe, m, "linear_val_acc"))
 
 
+def pooled_rank(result: dict, key: str = "effective_rank") -> float:
+    """Effective rank (``key="dim"``: width) of the pooled features' training rows behind a probe result (RCF and
+    pixel statistics have one feature set; an encoder's result keeps every set under ``by_features``)."""
+    return float(result["by_features"]["pooled"][key] if "by_features" in result else result[key])
+
+
+def mean_rank(probe: dict, method: str) -> float:
+    """A method's effective rank (:func:`pooled_rank`) averaged over the tasks."""
+    return float(np.mean([pooled_rank(probe[t][method]) for t in probe]))
+
+
 def _spread(values: dict) -> dict:
     v = np.array(list(values.values()), dtype=float)
     return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if v.size > 1 else 0.0,
@@ -92,6 +104,7 @@ def seed_study(pretrained: dict[int, object], arch: str, tasks: dict[str, ProbeT
         raise ValueError(f"the seed study must include the main seed {main_seed} (its results come from the main table)")
     kinds = ("pretrained", "random_init", "rcf")
     per_task = {t: {k: {} for k in kinds} for t in tasks}
+    rank_per_task = {t: {k: {} for k in kinds} for t in tasks}
     jobs = [(s, t) for s in seeds for t in tasks]
     for s, t in tqdm(jobs, desc="seed study", disable=not progress):
         task = tasks[t]
@@ -103,7 +116,9 @@ def seed_study(pretrained: dict[int, object], arch: str, tasks: dict[str, ProbeT
                    "rcf": evaluate_features(rcf_features(task, seed=s), task, seed=main_seed, n_boot=n_boot)}
         for k in kinds:
             per_task[t][k][str(s)] = float(got[k]["linear_acc"])
+            rank_per_task[t][k][str(s)] = pooled_rank(got[k])
     mean_acc = {k: {str(s): float(np.mean([per_task[t][k][str(s)] for t in tasks])) for s in seeds} for k in kinds}
+    mean_rank_ = {k: {str(s): float(np.mean([rank_per_task[t][k][str(s)] for t in tasks])) for s in seeds} for k in kinds}
     spread = {k: _spread(mean_acc[k]) for k in kinds}
     pixel = float(np.mean([probe[t]["pixel_stats"]["linear_acc"] for t in tasks]))
 
@@ -114,6 +129,7 @@ def seed_study(pretrained: dict[int, object], arch: str, tasks: dict[str, ProbeT
 
     return {"method": method, "arch": arch, "seeds": seeds, "main_seed": main_seed,
             "linear_acc": mean_acc, "per_task": per_task, "spread": spread, "pixel_stats_linear_acc": pixel,
+            "effective_rank": mean_rank_, "effective_rank_per_task": rank_per_task,
             "margin_vs_random_points": margin("random_init"), "margin_vs_rcf_points": margin("rcf"),
             "margin_vs_pixel_stats_points": 100 * (spread["pretrained"]["mean"] - pixel)}
 
@@ -137,18 +153,24 @@ def learning_curve(snapshots: dict[int, dict[int, object]], tasks: dict[str, Pro
         raise ValueError(f"snapshot steps {inner} must lie strictly between 0 and {steps}")
     grid = [0, *inner, steps]
     per_task = {t: {str(s): {} for s in seeds} for t in tasks}
+    rank_per_task = {t: {str(s): {} for s in seeds} for t in tasks}
     for t in tasks:
         for s in seeds:
-            per_task[t][str(s)]["0"] = study["per_task"][t]["random_init"][str(s)]
-            per_task[t][str(s)][str(steps)] = study["per_task"][t]["pretrained"][str(s)]
+            for k, kind in ((0, "random_init"), (steps, "pretrained")):
+                per_task[t][str(s)][str(k)] = study["per_task"][t][kind][str(s)]
+                rank_per_task[t][str(s)][str(k)] = study["effective_rank_per_task"][t][kind][str(s)]
     jobs = [(s, k, t) for s in seeds for k in inner for t in tasks]
     for s, k, t in tqdm(jobs, desc="learning curve", disable=not progress):
-        per_task[t][str(s)][str(k)] = float(probe_encoder(snapshots[s][k], tasks[t], seed=main_seed, n_boot=n_boot)["linear_acc"])
+        res = probe_encoder(snapshots[s][k], tasks[t], seed=main_seed, n_boot=n_boot)
+        per_task[t][str(s)][str(k)] = float(res["linear_acc"])
+        rank_per_task[t][str(s)][str(k)] = pooled_rank(res)
     mean_acc = {str(s): {str(k): float(np.mean([per_task[t][str(s)][str(k)] for t in tasks])) for k in grid} for s in seeds}
+    rank = {str(s): {str(k): float(np.mean([rank_per_task[t][str(s)][str(k)] for t in tasks])) for k in grid} for s in seeds}
     by_step = {str(k): _spread({s: mean_acc[str(s)][str(k)] for s in seeds}) for k in grid}
     best = max(grid, key=lambda k: by_step[str(k)]["mean"])
     return {"method": study["method"], "seeds": seeds, "steps": grid, "linear_acc": mean_acc, "per_task": per_task,
-            "by_step": by_step, "best_step": best,
+            "by_step": by_step, "best_step": best, "effective_rank": rank,
+            "effective_rank_by_step": {str(k): _spread({s: rank[str(s)][str(k)] for s in seeds}) for k in grid},
             "final_minus_init_points": 100 * (by_step[str(steps)]["mean"] - by_step["0"]["mean"]),
             "final_minus_best_points": 100 * (by_step[str(steps)]["mean"] - by_step[str(best)]["mean"])}
 
@@ -173,5 +195,5 @@ def pca_rgb(features: torch.Tensor) -> np.ndarray:
     return np.clip((p - lo) / np.maximum(hi - lo, 1e-9), 0, 1).reshape(h, w, 3)
 
 
-__all__ = ["BASELINES", "random_encoder", "probe_tasks", "probe_encoder", "probe_all", "mean_over_tasks", "select_best", "load_objective", "pca_rgb",
+__all__ = ["BASELINES", "pooled_rank", "mean_rank", "random_encoder", "probe_tasks", "probe_encoder", "probe_all", "mean_over_tasks", "select_best", "load_objective", "pca_rgb",
            "load_encoder"]

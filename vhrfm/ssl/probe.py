@@ -243,6 +243,23 @@ def pixel_stat_features(task: ProbeTask) -> np.ndarray:
     return np.concatenate(feats, axis=1).astype(np.float32)
 
 
+def effective_rank(feats: np.ndarray) -> float:
+    """Effective rank of a feature matrix (N x D): ``exp`` of the entropy of its normalised singular values, after
+    centring (RankMe, Garrido et al., ICML 2023, on the covariance spectrum as in Jing et al., "Understanding
+    Dimensional Collapse in Contrastive Self-supervised Learning", ICLR 2022). 1 when every sample lies on one line,
+    min(N - 1, D) when the centred features spread evenly over every direction; a drop during pretraining is
+    dimensional collapse."""
+    f = np.asarray(feats, dtype=np.float64)
+    if f.ndim != 2 or len(f) < 2:
+        raise ValueError(f"effective_rank needs an (N >= 2, D) matrix, got shape {f.shape}")
+    s = np.linalg.svd(f - f.mean(0), compute_uv=False)
+    if s.sum() <= 0:
+        return 0.0
+    p = s / s.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()))
+
+
 # ----------------------------------------------------------------------------------------------- probes
 
 
@@ -282,4 +299,4 @@ def evaluate_features(feats: np.ndarray, task: ProbeTask, seed: int = 0, n_boot:
     lin = accuracy_with_ci(task.y[te], lin_test, n_boot, seed)
     return {"knn_acc": knn["acc"], "knn_ci95": knn["ci95"], "linear_acc": lin["acc"], "ci95": lin["ci95"],
             "linear_val_acc": float((lin_val == task.y[va]).mean()), "knn_val_acc": float((knn_val == task.y[va]).mean()),
-            "linear_C": c, "n_test": lin["n"]}
+            "linear_C": c, "n_test": lin["n"], "effective_rank": effective_rank(feats[tr]), "dim": int(feats.shape[1])}
