@@ -69,18 +69,18 @@ def seed_study_paths(profile: str, ssl_dir: str | Path | None = None) -> dict[in
 
 def snapshot_paths(profile: str, ssl_dir: str | Path | None = None) -> dict[int, dict[int, Path]]:
     """{training seed: {step: path}} of the seed study's method's encoder snapshots (its ``snapshots`` setting), at
-    the main seed and every seed of the study; {} when the profile has no seed study or the method no snapshots."""
+    the main seed and every seed of the study (beside each seed's weights, :func:`seed_study_paths`); {} when the
+    profile has no seed study or the method no snapshots."""
     p = load_profile(profile)
     study = seed_study_spec(p)
     if study is None:
         return {}
-    m = study["method"]
-    _, cfg = method_config(profile, m)
+    _, cfg = method_config(profile, study["method"])
     steps = sorted({int(k) for k in cfg.get("snapshots") or []})
-    d = Path(ssl_dir) if ssl_dir else models_dir(profile) / "ssl"
-    dirs = {p["seed"]: (d, m), **{s: (d / SEED_STUDY_DIR, seed_replica_name(m, s)) for s in study["seeds"]}}
-    return {s: {k: base / SNAPSHOT_DIR / f"{snapshot_name(name, k)}.safetensors" for k in steps} for s, (base, name) in dirs.items()
-            if steps}
+    if not steps:
+        return {}
+    return {s: {k: w.parent / SNAPSHOT_DIR / f"{snapshot_name(w.stem, k)}.safetensors" for k in steps}
+            for s, w in seed_study_paths(profile, ssl_dir).items()}
 
 
 def run_pretraining(profile: str, methods: list[str] | None = None, out_dir: str | Path | None = None,
