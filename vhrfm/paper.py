@@ -107,7 +107,7 @@ def _seed_study_text(st: dict | None) -> str:
     if not st:
         return ""
     sp = st["spread"]
-    return (f"; over {sp['pretrained']['n']} training seeds {pct(sp['pretrained']['mean'])} (sd {pct(sp['pretrained']['sd'])}) "
+    return (f"; {st['method']} over {sp['pretrained']['n']} training seeds {pct(sp['pretrained']['mean'])} (sd {pct(sp['pretrained']['sd'])}) "
             f"against random init {pct(sp['random_init']['mean'])}, RCF {pct(sp['rcf']['mean'])}")
 
 
@@ -121,7 +121,7 @@ def results_table(profile: str = "cpu") -> str:
         return "not measured" if flag is None else ("**met**" if flag else "not met")
 
     rows = [
-        ("1 — pretraining", f"teacher {pre['teacher_encoder']}: mean linear probe {pct(s['ssl_linear_acc'])} "
+        ("1 — pretraining", f"teacher {s['best_method']} ({pre['teacher_encoder']}): mean linear probe {pct(s['ssl_linear_acc'])} "
                             f"(random init {pct(s['random_linear_acc'])}, random conv. features {pct(s['rcf_linear_acc'])}, "
                             f"pixel statistics {pct(s['pixel_stats_linear_acc'])})" + _seed_study_text(pre.get("seed_study")),
          "beats every baseline: " + yes(s["ssl_linear_acc"] > max(s["random_linear_acc"], s["rcf_linear_acc"],
