@@ -83,10 +83,12 @@ def test_task_kd_moves_the_student_towards_the_teacher():
     pool = _tiles(labelled=False)
     student = Segmenter(create_encoder(STUDENT), width=8)
     before = _kl(predict_probs(teacher, pool), predict_probs(student, pool))
-    hist = train_segmenter(student, pool, steps=25, batch_size=4, lr=0.05, crop=32, seed=0, kd_teacher=teacher,
+    # lr 0.05 for 25 steps left the KL at 0.65x on a CPU without AVX-512 (0.5x needed) and passed with AVX-512: too
+    # near the edge; at lr 0.02 for 40 steps it ends near 0.03x there
+    hist = train_segmenter(student, pool, steps=40, batch_size=4, lr=0.02, crop=32, seed=0, kd_teacher=teacher,
                            kd_pool=pool, progress=False)
     after = _kl(predict_probs(teacher, pool), predict_probs(student, pool))
-    assert len(hist) == 25 and after < 0.5 * before
+    assert len(hist) == 40 and after < 0.5 * before
     # without the teacher and without labels nothing trains
     assert train_segmenter(Segmenter(create_encoder(STUDENT), width=8), pool, steps=3, batch_size=2, lr=1e-3, crop=32,
                            seed=0, progress=False) == []
