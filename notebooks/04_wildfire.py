@@ -108,9 +108,9 @@ display(same.round(3))
 
 # %% [markdown]
 # One seed is a weak basis for such differences: at one budget, each variant trained with several seeds (the seed
-# sets the initial weights and the training crops; the labelled tiles stay the budget's). `teacher_unet_slow_encoder`
-# fine-tunes the pretrained encoder at a tenth of the learning rate (the convention before this study; the main
-# table's fine-tuned teachers now use the full rate, as the random encoder is trained).
+# sets the initial weights and the training crops; the labelled tiles stay the budget's). Where the profile runs it,
+# `teacher_unet_slow_encoder` fine-tunes the pretrained encoder at a tenth of the learning rate (the convention before
+# this study; the main table's fine-tuned teachers now use the full rate, as the random encoder is trained).
 
 # %%
 if metrics.get("pretraining_ablation"):
