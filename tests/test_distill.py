@@ -63,11 +63,25 @@ def test_efficiency_measurements_and_onnx_parity():
     torch.manual_seed(0)
     enc = create_encoder("mobilenetv3_small_anyband")
     m = measure(enc, WL, WD, 0.5, size=64, batch=2, repeats=2)
-    assert m["params"] == n_params(enc) and m["flops_per_image"] > 0
-    assert m["size_mb_fp16"] < m["size_mb_fp32"] and m["size_mb_int8"] < m["onnx_mb_fp32"]
+    assert m["params"] == 1_558_928  # mobilenetv3_small_anyband: the figure the distillation goal is checked with
+    assert m["size_mb_fp32"] == pytest.approx(4 * m["params"] / 1e6, rel=0.05)  # + buffers and the file header
+    assert m["size_mb_fp16"] == pytest.approx(m["size_mb_fp32"] / 2, rel=0.05)
+    assert m["size_mb_int8"] < m["onnx_mb_fp32"] / 2
+    assert m["flops_per_image"] > 2 * m["params"]  # a conv net reuses each weight at many positions
     assert m["onnx_max_abs_diff"] < 1e-4 and m["onnx_int8_cosine_to_torch"] > 0.99
     assert m["cpu_latency_ms"] > 0 and m["onnx_latency_ms"] > 0 and m["cpu_images_per_s_b2"] > 0
     assert FixedBands(enc, WL, WD, 0.5)(torch.randn(1, 3, 64, 64)).shape == (1, enc.num_features)
+
+
+def test_parameter_and_flop_counts_on_known_modules():
+    """The counters against hand counts: a 3x3 convolution, 3 -> 8 channels, on a 16 x 16 input does
+    8 x 16 x 16 outputs x 27 multiply-adds (2 FLOPs each); its 8 x 27 weights and 8 biases are the parameters."""
+    from vhrfm.distill.efficiency import flops
+
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    assert n_params(conv) == 8 * 27 + 8
+    assert flops(conv, torch.zeros(1, 3, 16, 16)) == 2 * 8 * 16 * 16 * 27
+    assert flops(conv, torch.zeros(2, 3, 16, 16)) == 2 * flops(conv, torch.zeros(1, 3, 16, 16))
 
 
 def test_paired_speedup_is_the_median_ratio_of_alternating_timings():
@@ -99,3 +113,26 @@ def test_paired_speedups_in_torch_and_onnx_runtime():
     for rt in ("torch", "onnx"):
         assert out[rt]["rounds"] == 3 and out[rt]["iqr"][0] <= out[rt]["median"] <= out[rt]["iqr"][1]
         assert out[rt]["median"] > 0
+
+
+def test_paired_speedups_time_the_teacher_as_the_reference(monkeypatch):
+    """The speed-up is teacher time over student time: paired_speedup's first callable must run the teacher (in
+    torch and in ONNX Runtime), its second the student; checked by their outputs, not by a clock."""
+    import vhrfm.distill.efficiency as eff
+
+    calls = []
+    monkeypatch.setattr(eff, "paired_speedup", lambda ref, fn, rounds: calls.append((ref(), fn())) or
+                        {"median": 1.0, "iqr": [1.0, 1.0], "rounds": rounds})
+    torch.manual_seed(0)
+    big, small = create_encoder("resnet18_anyband").eval(), create_encoder("mobilenetv3_small_anyband").eval()
+    eff.paired_speedups(big, {"small": small}, WL, WD, 0.5, size=32, rounds=1)
+    torch.manual_seed(0)
+    x1 = torch.randn(1, 3, 32, 32)  # the input paired_speedups draws with the same seed
+    with torch.no_grad():
+        want_ref, want_fn = FixedBands(big, WL, WD, 0.5)(x1), FixedBands(small, WL, WD, 0.5)(x1)
+    assert len(calls) == 2  # torch, then ONNX Runtime
+    (t_ref, t_fn), (o_ref, o_fn) = calls
+    torch.testing.assert_close(t_ref, want_ref)
+    torch.testing.assert_close(t_fn, want_fn)
+    torch.testing.assert_close(torch.from_numpy(o_ref[0]), want_ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.from_numpy(o_fn[0]), want_fn, atol=1e-4, rtol=1e-4)

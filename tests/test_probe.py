@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from vhrfm.metrics import accuracy_with_ci, bootstrap_ci
+from vhrfm.metrics import accuracy_with_ci, bootstrap_ci, count_params
 from vhrfm.ssl.evaluate import mean_over_tasks, pca_rgb, select_best
 from vhrfm.ssl.probe import ProbeTask, evaluate_features, knn_predict, pixel_stat_features, rcf_features
 
@@ -25,6 +25,25 @@ def test_bootstrap_ci_brackets_the_mean_and_narrows_with_n():
     assert (hi_b - lo_b) < (hi_s - lo_s)
     r = accuracy_with_ci([1, 0, 1, 1], [1, 0, 0, 1])
     assert r["acc"] == 0.75 and r["n"] == 4
+    assert r["ci95"] == list(bootstrap_ci(np.array([1, 0, 1, 1]) == np.array([1, 0, 0, 1])))
+
+
+def test_bootstrap_ci_has_the_binomial_width_and_its_alpha():
+    """At p = 0.8 and n = 5000 the 95 % percentile interval is close to the normal one, 2 x 1.96 x sqrt(p(1-p)/n);
+    a larger alpha gives a narrower interval; no samples give no interval."""
+    big = np.random.default_rng(0).random(5000) < 0.8
+    lo, hi = bootstrap_ci(big)
+    p = big.mean()
+    assert hi - lo == pytest.approx(2 * 1.96 * np.sqrt(p * (1 - p) / big.size), rel=0.1)
+    lo50, hi50 = bootstrap_ci(big, alpha=0.5)
+    assert lo < lo50 < p < hi50 < hi
+    assert all(np.isnan(bootstrap_ci(np.array([]))))
+
+
+def test_count_params():
+    import torch
+
+    assert count_params(torch.nn.Linear(3, 2)) == 8
 
 
 def test_probes_separate_an_easy_task_and_fail_on_noise():
@@ -35,6 +54,18 @@ def test_probes_separate_an_easy_task_and_fail_on_noise():
     r = evaluate_features(pixel_stat_features(noise), noise, n_boot=100)
     assert r["linear_acc"] < 0.8
     assert easy.usable and easy.counts()["test"]["n"] == 30
+
+
+def test_probes_score_the_test_rows_only():
+    """A leakage canary: the test rows' labels are flipped, so a probe fit on the training rows and scored on the
+    test rows is almost always wrong; one that saw (or scored) the test rows would not be."""
+    canary = _task(sep=3.0)
+    test = canary.split == "test"
+    canary.y[test] = 1 - canary.y[test]
+    r = evaluate_features(pixel_stat_features(canary), canary, n_boot=100)
+    assert r["n_test"] == 30
+    assert r["linear_acc"] < 0.1 and r["knn_acc"] < 0.2
+    assert r["linear_val_acc"] > 0.9  # validation rows keep their labels
 
 
 def test_knn_votes_with_neighbours():

@@ -1,6 +1,7 @@
 """Whole-scene prediction on synthetic rasters: stitching, georeference, areas, polygons, errors, no partial outputs."""
 
 import json
+import os
 
 import geopandas as gpd
 import numpy as np
@@ -257,3 +258,49 @@ def test_cli_predict_megafauna_points(tmp_path):
     assert json.loads(r.output.splitlines()[0])["count"] == len(centres)
     r = runner.invoke(app, ["predict", str(pan), "-o", str(tmp_path / "o2"), "--task", "wildfire", "--model", card])
     assert isinstance(r.exception, VHRFMInputError) and "another task" in str(r.exception)
+
+
+def test_scene_prediction_reads_and_holds_windows_not_the_scene(tmp_path, classical, monkeypatch):
+    """Why memory does not grow with the scene: every read of the scene is one window (at most a tile), the
+    outputs are stitched straight into their files, the polygons are traced from row strips and the map from a
+    decimated quick look. The scene is taller than one polygon strip (1,024 rows) so that each bound is exercised."""
+    import vhrfm.apps.scene as scene_mod
+    from vhrfm.data.io import Stitcher
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(20, 230, (3, 1300, 160)).astype(np.uint8)
+    scene = _scene(tmp_path / "tall.tif", arr)
+    reads, sinks = [], []
+    original_read, original_init = rasterio.io.DatasetReader.read, Stitcher.__init__
+
+    def read_spy(self, *args, **kwargs):
+        reads.append((os.path.basename(self.name), kwargs.get("window"), kwargs.get("out_shape")))
+        return original_read(self, *args, **kwargs)
+
+    def init_spy(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        sinks.append(self.sink)
+
+    def vrt_spy(self, *args, **kwargs):  # the quick look reads through a warped VRT (to EPSG:4326)
+        reads.append(("vrt:" + os.path.basename(self.src_dataset.name), kwargs.get("window"), kwargs.get("out_shape")))
+        return original_vrt_read(self, *args, **kwargs)
+
+    from rasterio.vrt import WarpedVRT
+
+    original_vrt_read = WarpedVRT.read
+    monkeypatch.setattr(rasterio.io.DatasetReader, "read", read_spy)
+    monkeypatch.setattr(WarpedVRT, "read", vrt_spy)
+    monkeypatch.setattr(scene_mod, "Stitcher", type("SpyStitcher", (Stitcher,), {"__init__": init_spy}))
+    s = predict_scene(scene, classical, tmp_path / "out", tile=64, overlap=16, batch_size=4, progress=False)
+    assert s["tiles"] > 20 and (tmp_path / "out" / "tall_map.html").exists()
+    assert sinks and all(sink is not None for sink in sinks)  # no in-memory mosaic
+    assert reads
+    for name, window, out_shape in reads:
+        assert window is not None or out_shape is not None, f"a whole-raster read of {name}"
+        if window is not None and name == "tall.tif":
+            assert window.height <= 64 and window.width <= 64
+        if window is not None:
+            assert window.height <= 1024
+        if out_shape is not None and window is None:
+            assert max(out_shape[-2:]) <= 1024
+    assert any(name == "vrt:tall.tif" and out_shape is not None for name, _, out_shape in reads)  # the quick look

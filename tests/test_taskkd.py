@@ -106,9 +106,27 @@ def test_detector_task_kd_runs_on_valid_pixels():
     torch.manual_seed(0)
     teacher = Segmenter(create_encoder(STUDENT), width=8)
     student = Segmenter(create_encoder(STUDENT), width=8)
-    h = train_detector(student, imgs, steps=4, batch_size=2, lr=1e-3, sigma_m=0.45, seed=0, kd_teacher=teacher,
-                       progress=False)
+    import vhrfm.distill.task as task_mod
+
+    seen, kd_loss = [], task_mod.bernoulli_kd_loss
+
+    def spy(sl, tl, valid=None, normalise="mean"):
+        seen.append((sl.shape, None if valid is None else valid.clone(), normalise))
+        return kd_loss(sl, tl, valid, normalise)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(task_mod, "bernoulli_kd_loss", spy)  # train_detector imports it at call time
+        h = train_detector(student, imgs, steps=4, batch_size=2, lr=1e-3, sigma_m=0.45, seed=0, kd_teacher=teacher,
+                           progress=False)
     assert len(h) == 4 and np.isfinite(h).all()
+    # the KD term is computed every step on the images' valid pixels only (D4 moves them, keeps their count)
+    assert len(seen) == 4
+    for shape, v, normalise in seen:
+        assert v is not None and v.shape == shape and normalise == "mass"
+        assert v.flatten(1).sum(1).tolist() == [24 * 32, 24 * 32]
+    # and a student equal to its teacher has nothing to learn from it
+    same = torch.zeros(2, 32, 32)
+    assert float(kd_loss(same + 1.3, same + 1.3, torch.from_numpy(valid[:2]), normalise="mass")) == pytest.approx(0, abs=1e-6)
 
 
 def test_heatmap_peak_is_exactly_one_for_fractional_centres():

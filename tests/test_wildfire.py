@@ -31,7 +31,34 @@ def test_pr_curve_and_threshold_choice():
     curve = pr_curve(prob, y)
     assert curve.recall.is_monotonic_decreasing and curve.recall.iloc[0] == 1.0
     thr = choose_threshold(prob, y, min_precision=0.9)
-    assert scores_from_confusion(confusion(prob, y, thr))["precision"] >= 0.9
+    # separable: a threshold in the gap between the classes (up to the quantile grid of candidates)
+    assert scores_from_confusion(confusion(prob, y, thr))["f1"] > 0.99
+
+
+def test_threshold_choice_is_the_best_f1_reaching_the_precision_target():
+    """Overlapping classes: the chosen threshold's F1 is the best among the candidate thresholds (201 quantiles of the
+    scores) whose precision reaches the target, found here by brute force; an unreachable target falls back to the
+    best F1 overall, and a target of 0 is plain best F1."""
+    rng = np.random.default_rng(1)
+    y = (rng.random((6, 32, 32)) < 0.3).astype(np.uint8)
+    prob = np.clip(0.35 * y + rng.normal(0.35, 0.15, y.shape), 0, 1)
+    y[0, :4] = 255  # ignored pixels take no part
+    lab = y != 255
+    candidates = np.unique(np.quantile(prob[lab], np.linspace(0, 1, 201)))
+    scores = [scores_from_confusion(confusion(prob, y, t)) for t in candidates]
+    best_any = max(s["f1"] for s in scores)
+
+    def f1_at(t):
+        return scores_from_confusion(confusion(prob, y, t))
+
+    for target in (0.85, 0.9):
+        reaching = [s["f1"] for s in scores if s["precision"] >= target]
+        assert reaching and max(reaching) < best_any  # the target binds: the unconstrained best is not allowed
+        got = f1_at(choose_threshold(prob, y, min_precision=target))
+        assert got["precision"] >= target
+        assert got["f1"] == pytest.approx(max(reaching))
+    assert f1_at(choose_threshold(prob, y, min_precision=0.0))["f1"] == pytest.approx(best_any)
+    assert f1_at(choose_threshold(prob, y, min_precision=1.01))["f1"] == pytest.approx(best_any)
 
 
 def test_budgets_are_nested_and_seeded():
