@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,7 +167,12 @@ def test_ddp_two_processes_stay_in_sync(tmp_path, objective):
     s1 = json.loads((tmp_path / "rank1.json").read_text())
     assert s0["world_size"] == s1["world_size"] == 2
     assert s0["param_digest"] == s1["param_digest"]
-    # and the replicas did train: the result differs from a single-process run on rank 0's data alone
+    # and the replicas did train: their weights moved from the initial ones (the same seed, no step) ...
+    init = pretrain(objective, objective, {**CFG, "steps": 0}, synthetic_corpus(), tmp_path / "init", seed=0,
+                    progress=False)
+    assert init["param_digest"] != s0["param_digest"]
+    assert s0["steps"] == CFG["steps"] and np.isfinite(s0["final_loss"])
+    # ... and differently from a single-process run on rank 0's data alone (the gradients were averaged)
     single = pretrain(objective, objective, CFG, synthetic_corpus(), tmp_path / "single", progress=False)
-    assert single["param_digest"] != s0["param_digest"]
+    assert single["param_digest"] not in (s0["param_digest"], init["param_digest"])
     assert (tmp_path / f"{objective}.safetensors").exists()
