@@ -55,7 +55,8 @@ def test_normalised_training_tiles_are_centred(smoke_splits):
     df, stats = smoke_splits
     ds = SourceDataset("pleiades_pan_kahramanmaras", df, split="train", stats=stats, tile_size=128)
     vals = np.concatenate([ds[i]["image"][:, ds[i]["valid"]].ravel() for i in range(0, len(ds), 5)])
-    assert abs(vals.mean()) < 0.5 and 0.5 < vals.std() < 2
+    # the statistics come from this source's training tiles: -0.06 and 1.00 measured on every fifth tile
+    assert abs(vals.mean()) < 0.15 and abs(vals.std() - 1) < 0.1
 
 
 def test_boxes_survive_into_tiles(smoke_splits):
