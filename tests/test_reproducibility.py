@@ -123,3 +123,21 @@ def test_fingerprint_is_stable_and_names_the_cpu(tmp_path):
     fp = write_fingerprint(tmp_path / "environment.json")
     assert fp == machine_fingerprint() == json.loads((tmp_path / "environment.json").read_text())
     assert fp["torch_threads"] >= 1 and fp["machine"] and isinstance(fp["simd"], list)
+
+
+def test_fingerprint_reads_the_model_name_even_where_uname_names_the_architecture(monkeypatch):
+    """On some Linux distributions ``platform.processor()`` is ``x86_64``: the CPU model must still come from
+    /proc/cpuinfo, and only the instruction sets of interest are kept."""
+    from pathlib import Path
+
+    import vhrfm.provenance as prov
+
+    cpuinfo = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f mmx\n"
+    original = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: cpuinfo if str(self) == "/proc/cpuinfo"
+                        else original(self, *a, **k))
+    monkeypatch.setattr(prov.platform, "processor", lambda: "x86_64")
+    monkeypatch.setattr(prov.platform, "machine", lambda: "x86_64")
+    fp = prov.machine_fingerprint()
+    assert fp["cpu"] == "AMD EPYC 7B13"
+    assert fp["simd"] == ["avx", "avx2", "avx512f", "fma", "sse4_2"]

@@ -17,7 +17,10 @@ SIMD_PREFIXES = ("sse4", "avx", "fma", "f16c", "amx", "vnni", "bf16")
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or "", []
+    """The CPU's model name and feature flags: from /proc/cpuinfo where there is one (Linux), else what
+    ``platform.processor()`` says, unless that is only the architecture (``uname -p`` prints ``x86_64`` on some
+    Linux distributions and ``unknown`` on others)."""
+    model, flags = "", []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -28,6 +31,9 @@ def _cpuinfo() -> tuple[str, list[str]]:
                 flags = value.split()
     except OSError:
         pass
+    if not model:
+        proc = platform.processor() or ""
+        model = "" if proc in (platform.machine(), "unknown") else proc
     return model, flags
 
 
