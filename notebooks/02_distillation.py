@@ -160,6 +160,55 @@ fig.tight_layout()
 fig.savefig(fig_dir / "pareto.png", dpi=110)
 
 # %% [markdown]
+# ## The task networks as `vhrfm predict` runs them
+#
+# The speed-ups above compare encoders. An analyst waits for the whole task network: encoder and dense head, on
+# the task's tiles. Here the teacher and the student that each task's `index.json` names, at batch one, timed
+# like the encoders; `speedup_onnx_vs_torch` is each network in ONNX Runtime against itself in PyTorch
+# (`vhrfm predict --runtime onnx`), and `encoder_flops_share` is the encoder's part of the FLOPs.
+
+# %%
+tm_rows = {(task, role): r for task, block in metrics["task_models"].items() for role, r in block["models"].items()}
+if tm_rows:
+    display(pd.DataFrame(tm_rows).T[["model", "params", "flops_per_image", "encoder_flops_share", "cpu_latency_ms",
+                                     "onnx_latency_ms", "speedup_torch", "speedup_onnx", "speedup_onnx_vs_torch"]])
+else:
+    print("no task models in models/*/index.json")
+
+# %% [markdown]
+# ## Which architecture could reach the speed target? (untrained candidates)
+#
+# The speed of a forward pass does not depend on the weights' values, so narrower networks can be timed before
+# any is distilled: each timm network of `scan` in `params.yaml`, with the any-band stem, at random
+# initialisation, timed against the teacher exactly like the trained students (alternating blocks of calls, in
+# PyTorch and in ONNX Runtime). The scan starts with the trained student's timm network (`mobilenetv3_small_100`
+# is `mobilenetv3_small_anyband`): its untrained speed-up should match the trained one above, a check of the
+# method. The dashed line is the chapter's twenty-fold target.
+
+# %%
+scan = pd.DataFrame(metrics["architecture_scan"]).T
+if len(scan):
+    scan["gflops"] = scan.flops_per_image.astype(float) / 1e9
+    display(scan[["params", "gflops", "size_mb_fp32", "speedup_torch", "speedup_torch_iqr", "speedup_onnx",
+                  "speedup_onnx_iqr"]])
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for rt, marker in (("torch", "o"), ("onnx", "s")):
+        lo = [q[0] for q in scan[f"speedup_{rt}_iqr"]]
+        hi = [q[1] for q in scan[f"speedup_{rt}_iqr"]]
+        y = scan[f"speedup_{rt}"].astype(float)
+        ax.errorbar(scan.gflops, y, yerr=[y - lo, np.array(hi) - y], fmt=marker, capsize=3,
+                    label="PyTorch" if rt == "torch" else "ONNX Runtime")
+    for n, r in scan.iterrows():
+        ax.annotate(n, (r.gflops, r.speedup_onnx), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.axhline(metrics["goal"]["targets"]["speedup_vs_teacher"], ls="--", c="k", lw=0.8)
+    ax.set_xlabel(f"GFLOPs per {metrics['input_px']} px RGB image")
+    ax.set_ylabel("speed-up over the teacher, batch 1 (median, IQR)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(fig_dir / "architecture_scan.png", dpi=110)
+
+# %% [markdown]
 # ## Training curves
 
 # %%

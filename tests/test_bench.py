@@ -58,3 +58,34 @@ def test_scene_benchmark_measures_ratio_and_rss(tmp_path):
         assert abs(x["ratio_end_to_end_vs_model"] / (x["end_to_end_mpx_s"] / x["model_only_mpx_s"]) - 1) < 0.05
         assert 0 < x["ratio_end_to_end_vs_model_in_run"] <= 1 and x["warmup_batch_s"] > 0
         assert x["ratio_end_to_end_vs_model_in_run"] == pytest.approx(x["timing_s"]["model_s"] / x["end_to_end_s"], rel=0.02, abs=0.01)
+
+
+def test_scene_benchmark_runs_a_network_in_either_runtime(tmp_path):
+    import numpy as np
+    import rasterio
+    import torch
+    from rasterio.transform import from_origin
+
+    from vhrfm.apps.taskmodel import save_task_model
+    from vhrfm.bench import bench_scene
+    from vhrfm.heads import Segmenter
+    from vhrfm.models import create_encoder
+
+    torch.manual_seed(0)
+    net = Segmenter(create_encoder("mobilenetv3_small_anyband"), width=8, skip_levels=1)
+    card = save_task_model(tmp_path / "m", net, {"kind": "segmenter", "task": "wildfire", "bands": ["r", "g", "b"],
+                                                 "wavelengths": [665.0, 560.0, 492.0], "widths": [30.0, 35.0, 65.0],
+                                                 "gsd_m": 2.0, "norm": {"mean": [100.0] * 3, "std": [50.0] * 3},
+                                                 "threshold": 0.5, "head_width": 8, "head_skip_levels": 1,
+                                                 "encoder": {"arch": "mobilenetv3_small_anyband", "arch_kwargs": {}}})
+    arr = np.random.default_rng(0).integers(0, 255, (3, 70, 60)).astype(np.uint8)
+    scene = tmp_path / "s.tif"
+    with rasterio.open(scene, "w", driver="GTiff", width=60, height=70, count=3, dtype="uint8", crs="EPSG:32628",
+                       transform=from_origin(4e5, 3.1e6, 2, 2)) as dst:
+        dst.write(arr)
+    runs = {rt: bench_scene(card, scene, reps=(1,), tile=64, overlap=8, runtime=rt)[0] for rt in ("torch", "onnx")}
+    for rt, r in runs.items():
+        assert r["runtime"] == rt and r["tiles"] == runs["torch"]["tiles"] and r["end_to_end_s"] > 0
+    assert runs["torch"]["network"] == "Segmenter" and runs["onnx"]["network"] == "OnnxNet"  # what the child ran
+    with pytest.raises(ValueError, match="unknown runtime"):
+        bench_scene(card, scene, reps=(1,), tile=64, overlap=8, runtime="tensorrt")

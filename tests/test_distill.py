@@ -100,8 +100,42 @@ def test_paired_speedup_is_the_median_ratio_of_alternating_timings():
         return f
 
     out = paired_speedup(call("ref", 4.0), call("fn", 1.0), rounds=9, warmup=2, clock=lambda: now[0])
-    assert out == {"median": 4.0, "iqr": [4.0, 4.0], "rounds": 9}
+    assert out == {"median": 4.0, "iqr": [4.0, 4.0], "rounds": 9, "calls_per_timing": 1}
     assert order[4:8] == ["ref", "fn", "fn", "ref"]  # round 0 reference first, round 1 the other first
+
+
+def test_paired_speedup_times_blocks_of_calls_long_enough():
+    """With ``min_block_s``, each timing runs as many calls as fill that much of ``fn``'s time (here
+    1 unit per call, 5 units asked: 5 calls), for both callables, and the ratio is unchanged."""
+    from vhrfm.distill.efficiency import paired_speedup
+
+    now, calls = [0.0], {"ref": 0, "fn": 0}
+
+    def call(name, cost):
+        def f():
+            calls[name] += 1
+            now[0] += cost
+        return f
+
+    out = paired_speedup(call("ref", 4.0), call("fn", 1.0), rounds=4, warmup=1, clock=lambda: now[0], min_block_s=5.0)
+    assert out["calls_per_timing"] == 5 and out["median"] == 4.0
+    assert calls == {"ref": 1 + 4 * 5, "fn": 1 + 1 + 4 * 5}  # warm-up, the calibration call (fn), 4 rounds of 5
+
+
+def test_architecture_scan_times_untrained_candidates_like_the_students():
+    from vhrfm.distill.efficiency import architecture_scan
+    from vhrfm.models.conv import AnyBandConvNet
+
+    teacher = create_encoder("resnet18_anyband").eval()
+    out = architecture_scan(teacher, ["mobilenetv3_small_050", "mobilenetv3_small_100"], WL, WD, 0.5, size=32, rounds=3)
+    assert list(out) == ["mobilenetv3_small_050", "mobilenetv3_small_100"]
+    narrow, wide = out["mobilenetv3_small_050"], out["mobilenetv3_small_100"]
+    assert wide["params"] == n_params(create_encoder("mobilenetv3_small_anyband"))  # the registry's student, same net
+    assert narrow["params"] == n_params(AnyBandConvNet("mobilenetv3_small_050")) < wide["params"]
+    assert narrow["flops_per_image"] < wide["flops_per_image"]
+    for r in out.values():
+        for rt in ("torch", "onnx"):
+            assert r[f"speedup_{rt}_iqr"][0] <= r[f"speedup_{rt}"] <= r[f"speedup_{rt}_iqr"][1]
 
 
 def test_paired_speedups_in_torch_and_onnx_runtime():
@@ -121,7 +155,7 @@ def test_paired_speedups_time_the_teacher_as_the_reference(monkeypatch):
     import vhrfm.distill.efficiency as eff
 
     calls = []
-    monkeypatch.setattr(eff, "paired_speedup", lambda ref, fn, rounds: calls.append((ref(), fn())) or
+    monkeypatch.setattr(eff, "paired_speedup", lambda ref, fn, rounds, **kw: calls.append((ref(), fn())) or
                         {"median": 1.0, "iqr": [1.0, 1.0], "rounds": rounds})
     torch.manual_seed(0)
     big, small = create_encoder("resnet18_anyband").eval(), create_encoder("mobilenetv3_small_anyband").eval()

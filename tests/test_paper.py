@@ -86,3 +86,43 @@ def test_points_filter_signs_differences_and_says_when_unmeasured():
     from vhrfm.paper import NOT_MEASURED, points
 
     assert points(-0.0195) == "-1.9 points" and points(0.25) == "+25.0 points" and points(None) == NOT_MEASURED
+
+
+def test_distillation_speed_paragraphs_read_the_scan_and_the_task_networks(real_data, tmp_path, monkeypatch):
+    """The chapter-2 paragraphs on untrained candidates and on the task networks, rendered by the real template from
+    the smoke metrics with these two blocks replaced: several candidates (the fastest differs per runtime), a teacher
+    row without speed-ups over itself, a student head."""
+    import shutil
+
+    src = project_root() / "results" / "smoke"
+    if not (src / "distillation" / "metrics.json").exists():
+        pytest.fail("smoke results missing: `make test` runs the smoke pipeline first (make repro-smoke)")
+    shutil.copytree(src, tmp_path / "results" / "smoke")
+    path = tmp_path / "results" / "smoke" / "distillation" / "metrics.json"
+    m = json.loads(path.read_text())
+    t_flops = m["teacher"]["flops_per_image"]
+
+    def cand(st, so):
+        return {"params": 1000, "flops_per_image": t_flops / 50, "size_mb_fp32": 0.1, "speedup_torch": st,
+                "speedup_torch_iqr": [st - 0.1, st + 0.1], "speedup_onnx": so, "speedup_onnx_iqr": [so - 1, so + 1],
+                "calls_per_timing": {"torch": 2, "onnx": 9}}
+
+    m["architecture_scan"] = {"net_a": cand(6.0, 25.0), "net_b": cand(7.5, 12.0)}
+    base = {"params": 10, "flops_per_image": 2e9, "encoder_flops_share": 0.4, "cpu_latency_ms": 9.0,
+            "onnx_latency_ms": 4.0, "speedup_onnx_vs_torch": 2.25, "speedup_onnx_vs_torch_iqr": [2.0, 2.5]}
+    student = {**base, "model": "wildfire_student_x", "flops_per_image": 1e8, "speedup_torch": 3.0,
+               "speedup_torch_iqr": [2.9, 3.1], "speedup_onnx": 8.0, "speedup_onnx_iqr": [7.0, 9.0],
+               "head": {"decoder": "fpn", "width": 32, "skip_levels": 1}}
+    m["task_models"] = {"wildfire": {"reference": "teacher", "input": [3, 64, 64],
+                                     "models": {"teacher": {**base, "model": "wildfire_teacher_x", "head": {"decoder": "unet"}},
+                                                "student": student}}}
+    path.write_text(json.dumps(m))
+    monkeypatch.setenv("VHRFM_ROOT", str(tmp_path))
+    md = " ".join(render("smoke", TEMPLATE, tmp_path / "p.html").with_suffix(".md").read_text().split())
+    assert "Of these 2 architectures, 0 reach the twenty-fold target in PyTorch and 1 in ONNX Runtime." in md
+    assert "The best speed-up in PyTorch is 7.5 (net_b, with 50 times fewer FLOPs than the teacher)" in md
+    assert "the best in ONNX Runtime is 25.0 (net_a)" in md
+    assert "On this machine the target is within reach only in ONNX Runtime." in md
+    assert "| wildfire | teacher: wildfire_teacher_x | unet | 10 | 2.00 (40.0 %) | — | — | 2.2 (2.0–2.5) |" in md
+    assert ("| wildfire | student: wildfire_student_x | fpn, width 32, skips 1 | 10 | 0.10 (40.0 %) | 3.0 (2.9–3.1) | "
+            "8.0 (7.0–9.0) |") in md

@@ -47,7 +47,7 @@ def test_release_onnx_matches_pytorch(smoke_release):
     import onnxruntime as ort
 
     from vhrfm.apps.taskmodel import load_task_model
-    from vhrfm.release import _FixedTaskNet
+    from vhrfm.runtime import FixedTaskNet
 
     out, _ = smoke_release
     manifest = json.loads((out / "manifest.json").read_text())
@@ -58,7 +58,8 @@ def test_release_onnx_matches_pytorch(smoke_release):
     sess = ort.InferenceSession(str(out / files["onnx"]), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"image": x})[0]
     with torch.no_grad():
-        want = _FixedTaskNet(tm.net, tm.card)(torch.from_numpy(x)).numpy()
+        want = FixedTaskNet(tm.net, tm.card["wavelengths"], tm.card["widths"], tm.card["gsd_m"],
+                            sigmoid=True)(torch.from_numpy(x)).numpy()
         # and the fixed-band graph is the any-band model on its own bands
         ref = torch.sigmoid(tm.net(torch.from_numpy(x), torch.tensor(tm.card["wavelengths"]),
                                    torch.full((2,), tm.card["gsd_m"]), torch.tensor(tm.card["widths"]))).numpy()

@@ -183,9 +183,10 @@ import json, sys, time
 from vhrfm.apps.scene import iter_batches, pixel_size_m, predict_scene
 from vhrfm.apps.taskmodel import load_task_model
 from vhrfm.data.io import open_raster, tile_grid
-card, scene, out, tile, overlap, bs = sys.argv[1:7]
+from vhrfm.runtime import with_runtime
+card, scene, out, tile, overlap, bs, runtime = sys.argv[1:8]
 tile, overlap, bs = int(tile), int(overlap), int(bs)
-m = load_task_model(card)
+m = with_runtime(load_task_model(card), runtime)
 # one warm-up batch before either timing (first-call costs: thread pools, allocator, kernel selection), timed apart
 with open_raster(scene) as src:
     gsd = pixel_size_m(src)
@@ -203,14 +204,16 @@ for raw, valid in batches:
     m.probs(raw, gsd=gsd, valid=valid)
 s["model_only_s"] = time.perf_counter() - t0
 s["warmup_s"] = warmup_s
+s["network"] = type(m.net).__name__
 print(json.dumps(s))
 """
 
 
 def bench_scene(card: str | Path, scene: str | Path, reps: tuple[int, ...] = (1, 3), tile: int = 256, overlap: int = 32,
-                batch_size: int = 8) -> list[dict]:
+                batch_size: int = 8, runtime: str = "torch") -> list[dict]:
     """End-to-end whole-scene prediction (read, model, stitch, COG, polygons, map) vs the model alone on the
-    same windows, and the peak RSS of the prediction, for mosaics of ``scene`` of ``reps`` x ``reps`` copies.
+    same windows, and the peak RSS of the prediction, for mosaics of ``scene`` of ``reps`` x ``reps`` copies, with the
+    network run by ``runtime`` (:data:`vhrfm.runtime.RUNTIMES`; the ONNX graph's export is part of the warm-up).
 
     Each size runs in a fresh process so its peak RSS is its own. In it, one batch goes through the model first
     (``warmup_batch_s``, reported): without it the prediction, run first, paid the process's first-call costs and the
@@ -220,17 +223,21 @@ def bench_scene(card: str | Path, scene: str | Path, reps: tuple[int, ...] = (1,
     import sys
     import tempfile
 
+    from vhrfm.runtime import RUNTIMES
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; expected one of {RUNTIMES}")
     out = []
     with tempfile.TemporaryDirectory() as d:
         for r in reps:
             path = mosaic_scene(scene, Path(d) / f"scene_x{r}.tif", r)
             proc = subprocess.run([sys.executable, "-c", _SCENE_CHILD, str(card), str(path), str(Path(d) / f"out_x{r}"),
-                                   str(tile), str(overlap), str(batch_size)], capture_output=True, text=True)
+                                   str(tile), str(overlap), str(batch_size), runtime], capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeError(f"scene benchmark failed for x{r}:\n{proc.stderr[-3000:]}")
             s = json.loads(proc.stdout.strip().splitlines()[-1])
             mpx = s["width"] * s["height"] / 1e6
-            out.append({"mosaic": f"{r}x{r}", "width": s["width"], "height": s["height"], "megapixels": round(mpx, 3),
+            out.append({"mosaic": f"{r}x{r}", "runtime": runtime, "network": s["network"], "width": s["width"], "height": s["height"], "megapixels": round(mpx, 3),
                         "tiles": s["tiles"], "end_to_end_s": s["runtime_s"], "end_to_end_mpx_s": _sig(mpx / s["runtime_s"]),
                         "model_only_s": _sig(s["model_only_s"]),
                         "model_only_mpx_s": _sig(mpx / s["model_only_s"]),
@@ -254,13 +261,24 @@ def run_scene(out_dir: Path, profile: str = "cpu", task: str = "wildfire") -> Pa
         scene = sorted((data_dir() / "wildfire/cems_emsr382_sentinel2").glob("*/image_post_s2_truecolor_rgb.tif"))[0]
     results = bench_scene(card, scene)
     flat = results[-1]["peak_rss_mb"] / results[0]["peak_rss_mb"]
+    # what an analyst waits for: the whole scene with the student and the teacher, in PyTorch and ONNX Runtime
+    models = {"default": card, "teacher": resolve_task_model(task, "teacher", profile)}
+    runs = {f"{who}_{rt}": bench_scene(path, scene, reps=(2,), runtime=rt)[0]
+            for who, path in models.items() for rt in ("torch", "onnx")}
+    ref = runs["teacher_torch"]["end_to_end_s"]
+    runtimes = {"mosaic": "2x2", "models": {k: Path(v).stem for k, v in models.items()},
+                "end_to_end_s": {k: r["end_to_end_s"] for k, r in runs.items()},
+                "model_s": {k: _sig(r["timing_s"]["model_s"]) for k, r in runs.items()},
+                "speedup_vs_teacher_torch": {k: _sig(ref / r["end_to_end_s"]) for k, r in runs.items()},
+                "peak_rss_mb": {k: r["peak_rss_mb"] for k, r in runs.items()}}
     out = {"benchmark": "scene", "task": task, "model": card.stem, "profile": profile,
            "device": "cuda" if torch.cuda.is_available() else "cpu", "torch_threads": torch.get_num_threads(),
            "scene": str(scene.relative_to(data_dir())), "what": "whole-scene prediction end to end (read, model, stitch, "
            "COG, polygons, map) vs the model alone on the same windows; peak RSS for two scene sizes (mosaics of the scene)",
            "goal": "ratio_end_to_end_vs_model >= 0.8 (also read as ratio_end_to_end_vs_model_in_run, the model's share "
                    "of the run's own time); peak RSS flat in scene size",
-           "peak_rss_ratio_largest_vs_smallest": round(flat, 3), "machine": machine(), "results": results}
+           "peak_rss_ratio_largest_vs_smallest": round(flat, 3), "machine": machine(), "results": results,
+           "runtimes": runtimes}
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "scene.json"
     path.write_text(json.dumps(out, indent=1) + "\n")

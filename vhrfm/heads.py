@@ -44,14 +44,23 @@ def feature_pyramid(encoder, x, wavelengths, gsd, widths=None) -> list[torch.Ten
 
 
 class DenseHead(nn.Module):
-    def __init__(self, in_channels: list[int], width: int = 64, out_channels: int = 1):
+    """The light dense head: 1x1 laterals of the pyramid's levels summed at the finest level kept, two 3x3
+    convolutions of ``width`` channels there, a 1x1 output, upsampled to the input. ``skip_levels`` drops that many
+    of the finest levels, so the fused map is coarser: for a small student at stride 2 the two 3x3 convolutions
+    held 94 % of the task network's FLOPs (chapter 2's ``task_models``), at stride 4 they hold a quarter of that."""
+
+    def __init__(self, in_channels: list[int], width: int = 64, out_channels: int = 1, skip_levels: int = 0):
         super().__init__()
-        self.lateral = nn.ModuleList([nn.Conv2d(c, width, 1) for c in in_channels])
+        if not 0 <= skip_levels < len(in_channels):
+            raise ValueError(f"skip_levels must keep at least one of the {len(in_channels)} levels; got {skip_levels}")
+        self.skip_levels = skip_levels
+        self.lateral = nn.ModuleList([nn.Conv2d(c, width, 1) for c in in_channels[skip_levels:]])
         self.fuse = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
                                   nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         self.out = nn.Conv2d(width, out_channels, 1)
 
     def forward(self, feats: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        feats = feats[self.skip_levels:]
         target = feats[0].shape[-2:]
         y = sum(F.interpolate(lat(f), size=target, mode="bilinear", align_corners=False) if f.shape[-2:] != target else lat(f)
                 for lat, f in zip(self.lateral, feats))
@@ -96,18 +105,20 @@ DECODERS = ("fpn", "unet")
 
 
 class Segmenter(nn.Module):
-    """Encoder + dense head (``decoder``: one of :data:`DECODERS`); ``freeze_encoder`` keeps the encoder's weights
-    (and BN statistics) fixed."""
+    """Encoder + dense head (``decoder``: one of :data:`DECODERS`; ``width`` and ``skip_levels``: the fpn head's,
+    :class:`DenseHead`); ``freeze_encoder`` keeps the encoder's weights (and BN statistics) fixed."""
 
     def __init__(self, encoder, out_channels: int = 1, width: int = 64, freeze_encoder: bool = False,
-                 decoder: str = "fpn"):
+                 decoder: str = "fpn", skip_levels: int = 0):
         super().__init__()
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; expected one of {DECODERS}")
         self.encoder = encoder
         self.decoder = decoder
         chans = pyramid_channels(encoder)
-        self.head = DenseHead(chans, width, out_channels) if decoder == "fpn" else \
+        if skip_levels and decoder != "fpn":
+            raise ValueError("skip_levels applies to the fpn decoder only")
+        self.head = DenseHead(chans, width, out_channels, skip_levels) if decoder == "fpn" else \
             UNetHead(chans, out_channels, single_scale=isinstance(encoder, AnyBandViT))
         self.frozen = freeze_encoder
         if freeze_encoder:
@@ -187,7 +198,8 @@ def build_dense_model(name: str, n_bands: int, teacher_path, seed: int, student:
     (``teacher_unet``); or a compact student with a dense head, fine-tuned:
     from random initialisation (``student_scratch``) or from its self-supervised KD weights (``student_finetuned``,
     and ``student_taskkd``, which is trained with the teacher's soft outputs too). ``student`` = {"arch": registry
-    name, "path": the KD student's weights}. ``output_prior``: the output bias set by :func:`set_output_prior`
+    name, "path": the KD student's weights, "head": optional :class:`DenseHead` settings, ``width`` and
+    ``skip_levels``}. ``output_prior``: the output bias set by :func:`set_output_prior`
     (the megafauna heat-maps); None keeps the layer's default initialisation."""
     from vhrfm.checkpoint import load_encoder, read_card
     from vhrfm.models import create_encoder
@@ -206,12 +218,13 @@ def build_dense_model(name: str, n_bands: int, teacher_path, seed: int, student:
     elif name in STUDENT_MODELS:
         if not student or "arch" not in student:
             raise ValueError(f"{name} needs student={{'arch': ..., 'path': ...}}")
+        head = {k: student.get("head", {})[k] for k in ("width", "skip_levels") if k in student.get("head", {})}
         if name == "student_scratch":
             enc = create_encoder(student["arch"])
             enc.card = {"arch": student["arch"], "arch_kwargs": {}}
-            model = Segmenter(enc)
+            model = Segmenter(enc, **head)
         else:
-            model = Segmenter(load_encoder(student["path"]))
+            model = Segmenter(load_encoder(student["path"]), **head)
     else:
         raise ValueError(f"unknown model {name!r}; expected one of {DENSE_MODELS}")
     return model if output_prior is None else set_output_prior(model, output_prior)

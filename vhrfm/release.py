@@ -193,46 +193,17 @@ def _onnx_encoder(card_path: Path, out: Path) -> Path:
     return export_onnx(fixed, torch.zeros(1, 3, 64, 64), out)
 
 
-class _FixedTaskNet(torch.nn.Module):
-    """A task network on its training bands and GSD: ``forward(normalised x)`` -> probabilities (B, 1, H, W)."""
-
-    def __init__(self, net, card: dict):
-        import copy
-
-        from vhrfm.heads import Segmenter
-        from vhrfm.models import fix_bands
-
-        super().__init__()
-        net = copy.deepcopy(net).eval()
-        if isinstance(net, Segmenter):
-            net.encoder = fix_bands(net.encoder, card["wavelengths"], card["widths"])
-        self.net = net
-        self.register_buffer("wl", torch.tensor(card["wavelengths"], dtype=torch.float32))
-        self.register_buffer("wd", torch.tensor(card["widths"], dtype=torch.float32))
-        self.gsd = float(card["gsd_m"])
-
-    def forward(self, x):
-        return torch.sigmoid(self.net(x, self.wl, torch.full((x.shape[0],), self.gsd, dtype=x.dtype), self.wd))
-
-
 def _onnx_task(card_path: Path, out: Path) -> Path | None:
     """A learned task model's ONNX graph on its training bands (input: normalised bands; output: probabilities)."""
-    import warnings
-
     from vhrfm.apps.taskmodel import load_task_model
+    from vhrfm.distill.efficiency import export_onnx
+    from vhrfm.runtime import FixedTaskNet
 
     tm = load_task_model(card_path)
     if tm.net is None:
         return None
-    model = _FixedTaskNet(tm.net, tm.card).eval()
-    x = torch.zeros(1, tm.n_bands, 64, 64)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (x,), str(out), input_names=["image"], output_names=["probability"],
-                          dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"},
-                                        "probability": {0: "batch", 2: "height", 3: "width"}},
-                          opset_version=17, dynamo=False)
-    return out
+    model = FixedTaskNet(tm.net, tm.card["wavelengths"], tm.card["widths"], tm.card["gsd_m"], sigmoid=True).eval()
+    return export_onnx(model, torch.zeros(1, tm.n_bands, 64, 64), out, output_name="probability", spatial_dynamic=True)
 
 
 def release_models(profile: str) -> dict[str, list[Path]]:

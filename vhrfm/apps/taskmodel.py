@@ -149,7 +149,8 @@ def encoder_card(model_name: str, model) -> dict:
              None if model_name in FROM_SCRATCH else f"kd_{enc['arch']} (self-supervised KD of the teacher)")
     return {"encoder": {"arch": enc["arch"], "arch_kwargs": enc.get("arch_kwargs", {}), "pretrained": start,
                         "frozen": model.frozen, "task_kd": model_name == "student_taskkd"},
-            "head_width": model.head.out.in_channels, "dense_decoder": model.decoder}
+            "head_width": model.head.out.in_channels, "dense_decoder": model.decoder,
+            "head_skip_levels": getattr(model.head, "skip_levels", 0)}
 
 
 def deployment_picks(results: dict, few_label: tuple[str, str] | None = None) -> dict[str, tuple[str, str]]:
@@ -176,7 +177,8 @@ def build_net(card: dict) -> torch.nn.Module:
 
     if card["kind"] == "segmenter":
         enc = create_encoder(card["encoder"]["arch"], **card["encoder"].get("arch_kwargs", {}))
-        return Segmenter(enc, width=card.get("head_width", 64), decoder=card.get("dense_decoder", "fpn"))
+        return Segmenter(enc, width=card.get("head_width", 64), decoder=card.get("dense_decoder", "fpn"),
+                         skip_levels=card.get("head_skip_levels", 0))
     if card["kind"] == "unet":
         return SMPUNet(in_channels=len(card["bands"]), encoder_name=card.get("unet_encoder", "resnet18"))
     raise ValueError(f"no network for kind {card['kind']!r}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 
 class FixedBands(nn.Module):
@@ -60,15 +61,19 @@ def state_size_mb(model: nn.Module, dtype=torch.float32) -> float:
         return p.stat().st_size / 1e6
 
 
-def export_onnx(model: FixedBands, x: torch.Tensor, path: str | Path) -> Path:
-    """ONNX (opset 17) with a dynamic batch axis; the TorchScript exporter (no network, no extra tools)."""
+def export_onnx(model: nn.Module, x: torch.Tensor, path: str | Path, output_name: str = "features",
+                spatial_dynamic: bool = False) -> Path:
+    """ONNX (opset 17) of ``model(x)`` (input ``image``) with a dynamic batch axis, and dynamic height and width with
+    ``spatial_dynamic`` (for dense outputs); the TorchScript exporter (no network, no extra tools)."""
     import warnings
 
     path = Path(path)
+    axes = {0: "batch", 2: "height", 3: "width"} if spatial_dynamic else {0: "batch"}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is deprecated, still supported
-        torch.onnx.export(model, (x,), str(path), input_names=["image"], output_names=["features"],
-                          dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape arithmetic fixed for this input's size
+        torch.onnx.export(model, (x,), str(path), input_names=["image"], output_names=[output_name],
+                          dynamic_axes={"image": axes, output_name: axes}, opset_version=17, dynamo=False)
     return path
 
 
@@ -125,30 +130,42 @@ def _median_time(fn, repeats: int, warmup: int = 2) -> float:
     return float(np.median(times))
 
 
-def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_counter) -> dict:
-    """Speed-up of ``fn`` over ``ref_fn`` from interleaved timings: each round times one call of each back to back
-    (the order alternating between rounds), so both calls see the same machine state, and the speed-up is the
-    median of the rounds' ratios (ref time / fn time) with their interquartile range. Latencies measured minutes
-    apart on a shared machine drift; their ratio moved up to twofold between runs here."""
+def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_counter, min_block_s: float = 0.0) -> dict:
+    """Speed-up of ``fn`` over ``ref_fn`` from interleaved timings: each round times one block of calls of each back to
+    back (the order alternating between rounds), so both see the same machine state, and the speed-up is the median
+    of the rounds' ratios (ref time / fn time) with their interquartile range. Latencies measured minutes apart on a
+    shared machine drift; their ratio moved up to twofold between runs here.
+
+    A block is ``calls_per_timing`` calls of the same callable, as many as make ``fn``'s block last ``min_block_s``
+    (timed after the warm-up; 1 when 0): a 1 ms call timed alone carries the scheduler's jitter, which spread the
+    ONNX Runtime ratios of the smallest student over an interquartile range from 7 to 17."""
     for _ in range(warmup):
         ref_fn()
         fn()
+    calls = 1
+    if min_block_s > 0:
+        t0 = clock()
+        fn()
+        calls = max(1, int(np.ceil(min_block_s / max(clock() - t0, 1e-9))))
     ratios = []
     for r in range(rounds):
-        calls = (ref_fn, fn) if r % 2 == 0 else (fn, ref_fn)
+        pair = (ref_fn, fn) if r % 2 == 0 else (fn, ref_fn)
         spent = []
-        for call in calls:
+        for call in pair:
             t0 = clock()
-            call()
+            for _ in range(calls):
+                call()
             spent.append(clock() - t0)
         t_ref, t_fn = spent if r % 2 == 0 else spent[::-1]
         ratios.append(t_ref / max(t_fn, 1e-12))
     q25, q50, q75 = np.percentile(ratios, [25, 50, 75])
-    return {"median": round(float(q50), 3), "iqr": [round(float(q25), 3), round(float(q75), 3)], "rounds": rounds}
+    return {"median": round(float(q50), 3), "iqr": [round(float(q25), 3), round(float(q75), 3)], "rounds": rounds,
+            "calls_per_timing": calls}
 
 
 def paired_speedups(teacher: nn.Module, students: dict[str, nn.Module], wavelengths, widths, gsd: float, *,
-                    size: int = 256, rounds: int = 30, seed: int = 0) -> dict:
+                    size: int = 256, rounds: int = 30, seed: int = 0, min_block_s: float = 0.0,
+                    progress: bool = False) -> dict:
     """:func:`paired_speedup` of each of ``students`` ({name: encoder}) over ``teacher`` at batch one, in PyTorch and
     in ONNX Runtime (fp32 graphs of :func:`export_onnx`), on the same random input of their band set; the teacher is
     fixed to the band set and exported once. Returns {name: {"torch": ..., "onnx": ...}}."""
@@ -159,12 +176,87 @@ def paired_speedups(teacher: nn.Module, students: dict[str, nn.Module], waveleng
     out = {}
     with tempfile.TemporaryDirectory() as d, torch.no_grad():
         ref_sess = ort_session(export_onnx(ref, x1, Path(d) / "teacher.onnx"))
-        for name, enc in students.items():
+        for name, enc in tqdm(students.items(), desc="paired speed-ups", disable=not progress):
             model = FixedBands(enc, wavelengths, widths, gsd).eval()
             sess = ort_session(export_onnx(model, x1, Path(d) / f"{name}.onnx"))
-            out[name] = {"torch": paired_speedup(lambda: ref(x1), lambda: model(x1), rounds),
-                         "onnx": paired_speedup(lambda: ref_sess.run(None, feed), lambda: sess.run(None, feed), rounds)}
+            out[name] = {"torch": paired_speedup(lambda: ref(x1), lambda: model(x1), rounds, min_block_s=min_block_s),
+                         "onnx": paired_speedup(lambda: ref_sess.run(None, feed), lambda: sess.run(None, feed), rounds,
+                                                min_block_s=min_block_s)}
     return out
+
+
+def architecture_scan(teacher: nn.Module, timm_names: list[str], wavelengths, widths, gsd: float, *, size: int = 256,
+                      rounds: int = 30, seed: int = 0, min_block_s: float = 0.0, progress: bool = False) -> dict:
+    """Which student architectures *could* reach a speed target, before any is trained: each timm network of
+    ``timm_names`` with the any-band stem, at random initialisation (the time of a forward pass does not depend on the
+    weights' values), measured like the trained students (parameters, FLOPs, fp32 size, :func:`paired_speedups` over
+    ``teacher`` in PyTorch and ONNX Runtime). Returns {timm_name: {...}}."""
+    from vhrfm.models.conv import AnyBandConvNet
+
+    cands = {}
+    for name in timm_names:
+        torch.manual_seed(seed)
+        cands[name] = AnyBandConvNet(name).eval()
+    paired = paired_speedups(teacher, cands, wavelengths, widths, gsd, size=size, rounds=rounds, seed=seed,
+                             min_block_s=min_block_s, progress=progress)
+    x1 = torch.zeros(1, len(wavelengths), size, size)
+    out = {}
+    for name, enc in cands.items():
+        p = paired[name]
+        out[name] = {"params": n_params(enc), "flops_per_image": flops(FixedBands(enc, wavelengths, widths, gsd).eval(), x1),
+                     "size_mb_fp32": round(state_size_mb(enc, torch.float32), 3),
+                     "speedup_torch": p["torch"]["median"], "speedup_torch_iqr": p["torch"]["iqr"],
+                     "speedup_onnx": p["onnx"]["median"], "speedup_onnx_iqr": p["onnx"]["iqr"],
+                     "calls_per_timing": {rt: p[rt]["calls_per_timing"] for rt in ("torch", "onnx")}}
+    return out
+
+
+def task_model_efficiency(models: dict, reference: str, *, size: int = 256, rounds: int = 30, seed: int = 0,
+                          min_block_s: float = 0.0) -> dict:
+    """Efficiency of whole task networks (encoder and dense head, as ``vhrfm predict`` runs them) on ``size`` x
+    ``size`` tiles of their training bands at batch one: parameters, FLOPs (and the encoder's share), and each
+    model's :func:`paired_speedup` over ``models[reference]`` in PyTorch and in ONNX Runtime, and over itself in
+    PyTorch when run in ONNX Runtime (``onnx_vs_torch``). ``models``: {name: TaskModel}, all on one band set.
+
+    The encoders' speed-ups of :func:`paired_speedups` leave the head out; an analyst waits for both."""
+    from vhrfm.heads import Segmenter
+    from vhrfm.runtime import FixedTaskNet
+
+    ref_card = models[reference].card
+    c = len(ref_card["bands"])
+    for name, tm in models.items():
+        if list(tm.card["bands"]) != list(ref_card["bands"]):
+            raise ValueError(f"{name}: bands {tm.card['bands']} differ from {reference}'s {ref_card['bands']}")
+    torch.manual_seed(seed)
+    x1 = torch.randn(1, c, size, size)
+    feed = {"image": x1.numpy()}
+    kw = {"min_block_s": min_block_s}
+    nets, sessions, out = {}, {}, {}
+    with tempfile.TemporaryDirectory() as d, torch.no_grad():
+        for name, tm in models.items():
+            card = tm.card
+            nets[name] = FixedTaskNet(tm.net, card["wavelengths"], card["widths"], card["gsd_m"]).eval()
+            sessions[name] = ort_session(export_onnx(nets[name], x1, Path(d) / f"{name}.onnx", "logits"))
+            row = {"model": card.get("name", name), "params": n_params(tm.net), "flops_per_image": flops(nets[name], x1)}
+            if isinstance(tm.net, Segmenter):
+                row["head"] = {"decoder": tm.net.decoder}
+                if tm.net.decoder == "fpn":  # the light head's settings (the U-Net decoder has fixed widths)
+                    row["head"].update(width=tm.net.head.out.in_channels, skip_levels=tm.net.head.skip_levels)
+                enc = FixedBands(tm.net.encoder, card["wavelengths"], card["widths"], card["gsd_m"]).eval()
+                row["encoder_flops_share"] = round(flops(enc, x1) / row["flops_per_image"], 4)
+            row["cpu_latency_ms"] = round(1e3 * _median_time(lambda: nets[name](x1), 10), 3)
+            row["onnx_latency_ms"] = round(1e3 * _median_time(lambda: sessions[name].run(None, feed), 10), 3)
+            out[name] = row
+        for name in models:
+            n, sess = nets[name], sessions[name]
+            runs = {"onnx_vs_torch": paired_speedup(lambda: n(x1), lambda: sess.run(None, feed), rounds, **kw)}
+            if name != reference:
+                r, rs = nets[reference], sessions[reference]
+                runs["torch"] = paired_speedup(lambda: r(x1), lambda: n(x1), rounds, **kw)
+                runs["onnx"] = paired_speedup(lambda: rs.run(None, feed), lambda: sess.run(None, feed), rounds, **kw)
+            for k, v in runs.items():
+                out[name][f"speedup_{k}"], out[name][f"speedup_{k}_iqr"] = v["median"], v["iqr"]
+    return {"reference": reference, "input": [c, size, size], "models": out}
 
 
 def measure(encoder: nn.Module, wavelengths, widths, gsd: float, *, size: int = 256, batch: int = 32,
@@ -198,4 +290,4 @@ def measure(encoder: nn.Module, wavelengths, widths, gsd: float, *, size: int = 
 
 
 __all__ = ["FixedBands", "n_params", "flops", "state_size_mb", "export_onnx", "quantize_int8", "ort_session", "measure",
-           "paired_speedup", "paired_speedups"]
+           "architecture_scan", "task_model_efficiency", "paired_speedup", "paired_speedups"]

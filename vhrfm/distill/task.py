@@ -44,11 +44,13 @@ def bernoulli_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 def student_spec(profile: str, app_cfg: dict) -> dict:
-    """The student an application trains: its registry name and the self-supervised KD weights of it."""
+    """The student an application trains: its registry name, the self-supervised KD weights of it, and its dense
+    head's settings (``student_head``: width, skip_levels; empty = the default head)."""
     from vhrfm.config import models_dir
 
     arch = app_cfg["student"]
-    return {"arch": arch, "path": models_dir(profile) / "distill" / f"kd_{arch}.safetensors"}
+    return {"arch": arch, "path": models_dir(profile) / "distill" / f"kd_{arch}.safetensors",
+            "head": dict(app_cfg.get("student_head") or {})}
 
 
 def kd_teacher_choice(results: dict, budget: str) -> str | None:
