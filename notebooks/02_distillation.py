@@ -91,7 +91,7 @@ eff = pd.DataFrame({n: {k: e[k] for k in ("params", "flops_per_image", "size_mb_
                     for n, e in metrics["efficiency_raw"].items()}).T
 display(eff)
 display(pd.DataFrame(metrics["students"]).T[["params", "size_mb_int8", "cpu_latency_ms", "speedup_vs_teacher",
-                                             "speedup_vs_teacher_onnx", "probe_retained"]])
+                                             "speedup_vs_teacher_onnx", "speedup_vs_teacher_batch", "probe_retained"]])
 
 # %% [markdown]
 # ## Task-specific KD: the student on wildfire and megafauna, at every label budget

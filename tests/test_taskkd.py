@@ -201,6 +201,11 @@ def test_task_scores_read_the_applications_metrics(tmp_path, monkeypatch):
     g = goal_check({"s": {**row, "speedup_vs_teacher": 4.0, "speedup_vs_teacher_onnx": 25.0}})
     assert g["students"]["s"]["speed_ok_onnx"] and not g["students"]["s"]["speed_ok"] and not g["met"]
     assert "speed_ok_onnx" not in goal_check({"s": row})["students"]["s"]
+    # so is the batch-32 throughput speed-up
+    g = goal_check({"s": {**row, "speedup_vs_teacher": 4.0, "speedup_vs_teacher_batch": 21.0}})
+    assert g["students"]["s"]["speed_ok_batch"] and not g["met"]
+    assert not goal_check({"s": {**row, "speedup_vs_teacher_batch": 7.0}})["students"]["s"]["speed_ok_batch"]
+    assert goal_check({"s": {**row, "speedup_vs_teacher_batch": 7.0}})["met"]
     assert not goal_check({"s": {**row, "task_kd": {"wildfire": {"f1_retained": 0.97}, "megafauna": None}}})["met"]
     assert not goal_check({"s": {**row, "task_kd": {"wildfire": {"f1_retained": 0.97}, "megafauna": {"f1_retained": 0.9}}}})["met"]
 

@@ -60,8 +60,9 @@ def goal_check(students: dict, max_params: int = 2_000_000, max_int8_mb: float =
                min_retained: float = 0.95) -> dict:
     """The chapter's goal per student: <= ``max_params`` parameters, <= ``max_int8_mb`` MB in int8, >= ``min_speedup``
     x the teacher's CPU speed (PyTorch, batch 1: the median of alternating timings, ``speedup_vs_teacher``), and
-    >= ``min_retained`` of the teacher's task F1 on *each* task. ``speed_ok_onnx`` (both models in ONNX Runtime) is
-    reported beside it and does not count towards ``met``: the goal was set on PyTorch, the runtime of the pipeline."""
+    >= ``min_retained`` of the teacher's task F1 on *each* task. ``speed_ok_onnx`` (both models in ONNX Runtime)
+    and ``speed_ok_batch`` (PyTorch throughput at the bench batch, 32; ``speedup_vs_teacher_batch``) are reported
+    beside it and do not count towards ``met``: the goal was set on PyTorch at batch one, the pipeline's runtime."""
     rows = {}
     for name, v in students.items():
         per_task = [r["f1_retained"] if r and r.get("f1_retained") is not None else None for r in v["task_kd"].values()]
@@ -69,8 +70,9 @@ def goal_check(students: dict, max_params: int = 2_000_000, max_int8_mb: float =
                       "speed_ok": v["speedup_vs_teacher"] >= min_speedup,
                       "f1_ok": None if None in per_task else all(r >= min_retained for r in per_task)}
         rows[name]["met"] = all(rows[name].values())
-        if v.get("speedup_vs_teacher_onnx") is not None:
-            rows[name]["speed_ok_onnx"] = v["speedup_vs_teacher_onnx"] >= min_speedup
+        for key, flag in (("speedup_vs_teacher_onnx", "speed_ok_onnx"), ("speedup_vs_teacher_batch", "speed_ok_batch")):
+            if v.get(key) is not None:
+                rows[name][flag] = v[key] >= min_speedup
     return {"students": rows, "met": any(r["met"] for r in rows.values()),
             "targets": {"params": max_params, "size_mb_int8": max_int8_mb, "speedup_vs_teacher": min_speedup,
                         "f1_retained_each_task": min_retained}}
@@ -113,7 +115,7 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
         if pair:
             task_models[task] = task_model_efficiency(pair, "teacher", size=pair["student"].card.get("tile_size", 256),
                                                       rounds=rounds, seed=seed, min_block_s=block)
-    students = {}
+    students, tput = {}, "cpu_images_per_s_b%d" % d["bench_batch"]
     for s in d["students"]:
         e, paired = eff[f"kd_{s}"], speedups[s]
         students[s] = {
@@ -129,6 +131,10 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
             "speedup_calls_per_timing": {rt: paired[rt]["calls_per_timing"] for rt in ("torch", "onnx")},
             "speedup_vs_teacher_unpaired": round(t_lat / e["cpu_latency_ms"], 3),
             "speedup_vs_teacher_onnx_unpaired": round(eff["teacher"]["onnx_latency_ms"] / e["onnx_latency_ms"], 3),
+            # throughput at the profile's bench batch (32 but in smoke; PyTorch), each network measured separately:
+            # where per-call overhead is shared by the batch, the FLOP advantage shows more than at batch one
+            "throughput_batch": d["bench_batch"], "cpu_images_per_s_batch": e[tput],
+            "speedup_vs_teacher_batch": round(e[tput] / eff["teacher"][tput], 3),
             "onnx_max_abs_diff": e["onnx_max_abs_diff"], "onnx_int8_cosine_to_torch": e["onnx_int8_cosine_to_torch"],
             "probe_linear_acc_kd": mean_over_tasks(probe, f"kd_{s}"),
             "probe_linear_acc_ssl_scratch": mean_over_tasks(probe, f"ssl_{s}"),
