@@ -146,10 +146,10 @@ def test_students_take_the_head_settings_of_the_profile():
     from vhrfm.config import load_profile
     from vhrfm.distill.task import student_spec
 
-    for profile in ("smoke", "cpu", "gpu"):  # the light head for burned areas; animals keep the stride-2 head
+    for profile in ("smoke", "cpu", "gpu"):  # the light head for burned areas; animals keep the stride-2 head, narrower
         cfg = load_profile(profile)
         assert student_spec(profile, cfg["wildfire"])["head"] == {"width": 32, "skip_levels": 1}, profile
-        assert student_spec(profile, cfg["megafauna"])["head"] == {}, profile
+        assert student_spec(profile, cfg["megafauna"])["head"] == {"width": 32}, profile
     student = {"arch": "mobilenetv3_small_anyband", "path": None, "head": {"width": 24, "skip_levels": 1}}
     m = build_dense_model("student_scratch", 3, None, seed=0, student=student)
     assert m.head.out.in_channels == 24 and m.head.skip_levels == 1
