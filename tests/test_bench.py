@@ -89,3 +89,70 @@ def test_scene_benchmark_runs_a_network_in_either_runtime(tmp_path):
     assert runs["torch"]["network"] == "Segmenter" and runs["onnx"]["network"] == "OnnxNet"  # what the child ran
     with pytest.raises(ValueError, match="unknown runtime"):
         bench_scene(card, scene, reps=(1,), tile=64, overlap=8, runtime="tensorrt")
+
+
+def test_real_windows_are_standardised_per_band_and_drawn_from_every_file(make_raster):
+    import numpy as np
+
+    from vhrfm.bench import real_windows
+
+    a, _ = make_raster("a.tif", count=3, height=80, width=90, seed=1)
+    b, _ = make_raster("b.tif", count=3, height=70, width=70, seed=2, fill=7)  # constant: its windows are all equal
+    x = real_windows([a, b], n=6, size=32, seed=0)
+    assert x.shape == (6, 3, 32, 32) and x.dtype == np.float32
+    np.testing.assert_allclose(x.mean(axis=(0, 2, 3)), 0, atol=1e-4)
+    np.testing.assert_allclose(x.std(axis=(0, 2, 3)), 1, atol=1e-3)
+    odd = x[1::2].transpose(1, 0, 2, 3).reshape(3, -1)  # odd windows: from the constant file, one value per band
+    assert np.ptp(odd, axis=1).max() == 0 and np.ptp(x[0::2]) > 0
+
+
+def test_quant_benchmark_static_int8_keeps_features_and_reports_paired_speedups():
+    import numpy as np
+    import torch
+
+    from vhrfm.bench import bench_quant
+    from vhrfm.models import create_encoder
+
+    torch.manual_seed(0)
+    encs = {"teacher": create_encoder("resnet18_anyband").eval(), "small": create_encoder("mobilenetv3_small_anyband").eval()}
+    rng = np.random.default_rng(0)
+    calib = rng.normal(size=(4, 3, 64, 64)).astype(np.float32)
+    evaluation = rng.normal(size=(3, 3, 64, 64)).astype(np.float32)
+    r = bench_quant(encs, "teacher", [665.0, 560.0, 490.0], [30.0, 35.0, 65.0], 0.5, calib, evaluation, rounds=2,
+                    min_block_s=0.0, progress=False)
+    assert r["reference"] == "teacher" and r["input"] == [3, 64, 64]
+    for name, row in r["models"].items():
+        assert row["fp32"]["cosine_to_torch"] > 0.9999
+        for prec in ("int8_dynamic", "int8_static"):
+            assert row[prec]["size_mb"] < 0.5 * row["fp32"]["size_mb"]  # int8 weights: about a quarter of fp32
+            assert 0.95 < row[prec]["cosine_to_torch"] <= 1.0
+            assert row[prec]["speedup_vs_own_fp32"] > 0 and len(row[prec]["speedup_vs_own_fp32_iqr"]) == 2
+            assert ("speedup_vs_reference" in row[prec]) == (name != "teacher")
+    small, teacher = r["models"]["small"], r["models"]["teacher"]
+    assert set(small) >= {"fp32", "int8_dynamic", "int8_static"}
+    for row in (small, teacher):  # the fastest precision among those keeping the features
+        kept = [p for p in ("fp32", "int8_dynamic", "int8_static") if row[p]["cosine_to_torch"] >= r["min_cosine"]]
+        assert row["fastest"] in kept and row[row["fastest"]]["latency_ms"] == min(row[p]["latency_ms"] for p in kept)
+    assert small["speedup_fastest_vs_reference_fastest"] > 0 and "speedup_fastest_vs_reference_fastest" not in teacher
+
+
+def test_static_quantisation_writes_integer_convolutions(tmp_path):
+    import numpy as np
+    import onnx
+    import torch
+
+    from vhrfm.bench import quantize_static_int8
+    from vhrfm.distill.efficiency import FixedBands, export_onnx, quantize_int8
+    from vhrfm.models import create_encoder
+
+    torch.manual_seed(0)
+    model = FixedBands(create_encoder("mobilenetv3_small_anyband").eval(), [665.0, 560.0, 490.0], [30.0, 35.0, 65.0], 0.5).eval()
+    x = torch.randn(1, 3, 64, 64)
+    fp32 = export_onnx(model, x, tmp_path / "m.onnx")
+    calib = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    ops = lambda p: {n.op_type for n in onnx.load(str(p)).graph.node}  # noqa: E731
+    static = ops(quantize_static_int8(fp32, tmp_path / "s.onnx", calib))
+    dynamic = ops(quantize_int8(fp32, tmp_path / "d.onnx"))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= static and "DynamicQuantizeLinear" not in static
+    assert "DynamicQuantizeLinear" in dynamic
+    assert not list(tmp_path.glob("*.plain.onnx")) and not list(tmp_path.glob("*.pre.onnx"))  # temporaries removed

@@ -3,6 +3,8 @@
 ``io``: windowed tile reading + normalisation throughput versus one plain rasterio full read of the
 same file, as a ratio measured in the same run. ``pretrain``: the pretraining loop vs a bare loop.
 ``scene``: whole-scene prediction end to end vs the model alone, and peak RSS for two scene sizes.
+``quant``: int8 in ONNX Runtime, dynamic vs static (calibrated) quantisation, for the teacher's and the students'
+architectures: latency, size, fidelity to PyTorch, and the students' speed-ups over the teacher in each precision.
 Timings are the best of ``repeats`` runs (wall clock), on whatever machine runs it; the JSON records the
 machine.
 """
@@ -285,11 +287,181 @@ def run_scene(out_dir: Path, profile: str = "cpu", task: str = "wildfire") -> Pa
     return path
 
 
+class _Calibration:
+    """onnxruntime's calibration reader over an array of (N, C, H, W) inputs, one at a time."""
+
+    def __init__(self, xs: np.ndarray):
+        self._it = iter([{"image": x[None].astype(np.float32)} for x in xs])
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def quantize_static_int8(src: str | Path, dst: str | Path, calib: np.ndarray) -> Path:
+    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations) of the ONNX graph ``src``, its
+    activation ranges calibrated (min-max) on ``calib`` (N, C, H, W). Static graphs run integer convolutions
+    throughout; the dynamic quantisation of :func:`vhrfm.distill.efficiency.quantize_int8` re-quantises every
+    activation at run time, which costs more than it saves on CPUs without int8 dot-product instructions."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from vhrfm.distill.efficiency import _drop_weight_identities
+
+    dst = Path(dst)
+    plain, pre = dst.with_suffix(".plain.onnx"), dst.with_suffix(".pre.onnx")
+    try:
+        _drop_weight_identities(src, plain)
+        quant_pre_process(str(plain), str(pre))
+        quantize_static(str(pre), str(dst), _Calibration(calib), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        plain.unlink(missing_ok=True)
+        pre.unlink(missing_ok=True)
+    return dst
+
+
+def real_windows(paths, n: int, size: int, seed: int = 0) -> np.ndarray:
+    """``n`` random ``size`` x ``size`` windows (all bands) read from the rasters ``paths`` (drawn in turn), each band
+    standardised over the windows drawn (the encoders' inputs are per-band z-scores). (n, C, size, size) float32."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        with rasterio.open(paths[i % len(paths)]) as src:
+            r0 = int(rng.integers(0, src.height - size + 1))
+            c0 = int(rng.integers(0, src.width - size + 1))
+            out.append(src.read(window=((r0, r0 + size), (c0, c0 + size))).astype(np.float32))
+    x = np.stack(out)
+    mean, std = x.mean(axis=(0, 2, 3), keepdims=True), x.std(axis=(0, 2, 3), keepdims=True)
+    return ((x - mean) / np.maximum(std, 1e-6)).astype(np.float32)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over rows of the cosine similarity between ``a`` and ``b`` (N, D)."""
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return float(np.mean((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)))
+
+
+def bench_quant(encoders: dict, reference: str, wavelengths, widths, gsd: float, calib: np.ndarray, evaluation: np.ndarray,
+                rounds: int = 20, min_block_s: float = 0.02, min_cosine: float = 0.99, seed: int = 0,
+                progress: bool = True) -> dict:
+    """Each encoder of ``encoders`` ({name: any-band encoder}) fixed to one band set and exported to ONNX (fp32), then
+    quantised to int8 dynamically and statically (calibrated on ``calib``). Per model and precision: file size,
+    fidelity to PyTorch on ``evaluation`` windows (mean cosine of the pooled features), and batch-one latency;
+    speed-ups from interleaved timings (:func:`vhrfm.distill.efficiency.paired_speedup`): each int8 graph over its
+    own fp32 graph, every model over ``encoders[reference]`` in the same precision, and each model's ``fastest``
+    precision (lowest latency among those with ``cosine_to_torch >= min_cosine``) over the reference's fastest: what
+    a deployment of each would run."""
+    import tempfile
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from vhrfm.distill.efficiency import (FixedBands, _median_time, export_onnx, n_params, ort_session, paired_speedup,
+                                          quantize_int8)
+
+    torch.manual_seed(seed)
+    x1 = torch.as_tensor(evaluation[:1])
+    feed = {"image": evaluation[:1]}
+    precisions = ("fp32", "int8_dynamic", "int8_static")
+    sessions, out = {}, {}
+    with tempfile.TemporaryDirectory() as d, torch.no_grad():
+        for name, enc in tqdm(encoders.items(), desc="quantise", disable=not progress):
+            model = FixedBands(enc, wavelengths, widths, gsd).eval()
+            ref = model(torch.as_tensor(evaluation)).numpy()
+            fp32 = export_onnx(model, x1, Path(d) / f"{name}.onnx")
+            files = {"fp32": fp32, "int8_dynamic": quantize_int8(fp32, Path(d) / f"{name}.dyn.onnx"),
+                     "int8_static": quantize_static_int8(fp32, Path(d) / f"{name}.static.onnx", calib)}
+            row = {"params": n_params(enc)}
+            for prec in precisions:
+                sess = sessions[name, prec] = ort_session(files[prec])
+                y = np.concatenate([sess.run(None, {"image": evaluation[i:i + 1]})[0] for i in range(len(evaluation))])
+                row[prec] = {"size_mb": round(os.path.getsize(files[prec]) / 1e6, 3),
+                             "cosine_to_torch": round(_cosine(y, ref), 5),
+                             "latency_ms": round(1e3 * _median_time(lambda: sess.run(None, feed), 10), 3)}
+            out[name] = row
+        kw = {"rounds": rounds, "min_block_s": min_block_s}
+
+        def run(key):
+            s = sessions[key]
+            return lambda: s.run(None, feed)
+
+        for name in tqdm(encoders, desc="paired speed-ups", disable=not progress):
+            for prec in ("int8_dynamic", "int8_static"):
+                p = paired_speedup(run((name, "fp32")), run((name, prec)), **kw)
+                out[name][prec]["speedup_vs_own_fp32"], out[name][prec]["speedup_vs_own_fp32_iqr"] = p["median"], p["iqr"]
+            if name == reference:
+                continue
+            for prec in precisions:
+                p = paired_speedup(run((reference, prec)), run((name, prec)), **kw)
+                out[name][prec]["speedup_vs_reference"], out[name][prec]["speedup_vs_reference_iqr"] = p["median"], p["iqr"]
+        # deployment: each network in its fastest precision that keeps the features (cosine >= min_cosine)
+        for name, row in out.items():
+            ok = [prec for prec in precisions if row[prec]["cosine_to_torch"] >= min_cosine]
+            row["fastest"] = min(ok or ["fp32"], key=lambda prec: row[prec]["latency_ms"])
+        best_ref = out[reference]["fastest"]
+        for name in encoders:
+            if name != reference:
+                p = paired_speedup(run((reference, best_ref)), run((name, out[name]["fastest"])), **kw)
+                out[name]["speedup_fastest_vs_reference_fastest"] = p["median"]
+                out[name]["speedup_fastest_vs_reference_fastest_iqr"] = p["iqr"]
+    return {"reference": reference, "input": list(evaluation.shape[1:]), "min_cosine": min_cosine, "models": out}
+
+
+def run_quant(out_dir: Path, profile: str = "cpu", n_calib: int = 16, n_eval: int = 8, rounds: int = 20) -> Path:
+    """:func:`bench_quant` for the profile's teacher and students, on real Pleiades RGB windows at 0.5 m (calibration
+    and evaluation windows from different scenes). Trained weights where the pipeline has written them (the teacher,
+    the self-supervised KD students), else the same architectures at random initialisation: the latency does not depend
+    on the weights, the fidelity does, and the JSON says which was measured."""
+    import torch
+
+    from vhrfm.config import data_dir, load_profile, models_dir, results_dir
+    from vhrfm.distill.run import EFFICIENCY_BANDS
+    from vhrfm.checkpoint import load_encoder
+    from vhrfm.models import create_encoder
+    from vhrfm.sensors import get_sensor
+
+    p = load_profile(profile)
+    size = p["distill"]["bench_size"]
+    scenes = sorted((data_dir() / "pretrain" / "airbus_pleiades_aircraft" / "images").glob("*.jpg"))
+    if len(scenes) < 2:
+        raise FileNotFoundError(f"need two Pleiades scenes under {data_dir()}/pretrain/airbus_pleiades_aircraft/images "
+                                "(run `make data`)")
+    calib = real_windows(scenes[: len(scenes) // 2], n_calib, size, seed=p["seed"])
+    evaluation = real_windows(scenes[len(scenes) // 2:], n_eval, size, seed=p["seed"] + 1)
+    mdir = models_dir(profile)
+    done = results_dir(profile) / "distillation" / "metrics.json"  # the teacher is the pretraining's best method
+    if not done.exists():
+        raise FileNotFoundError(f"{done} is missing: its teacher_encoder names the teacher's architecture")
+    archs = {"teacher": (mdir / "teacher.safetensors", json.loads(done.read_text())["teacher_encoder"])}
+    for s in p["distill"]["students"]:
+        archs[s] = (mdir / "distill" / f"kd_{s}.safetensors", s)
+    encoders, weights = {}, {}
+    for name, (path, arch) in archs.items():
+        if path.exists():
+            encoders[name], weights[name] = load_encoder(path).eval(), f"trained ({path.name})"
+        else:
+            torch.manual_seed(p["seed"])
+            encoders[name], weights[name] = create_encoder(arch).eval(), f"random init ({arch}; {path} not written yet)"
+    sensor = get_sensor(EFFICIENCY_BANDS["sensor"])
+    r = bench_quant(encoders, "teacher", sensor.wavelengths(EFFICIENCY_BANDS["bands"]),
+                    sensor.widths(EFFICIENCY_BANDS["bands"]), EFFICIENCY_BANDS["gsd"], calib, evaluation, rounds=rounds,
+                    seed=p["seed"])
+    out = {"benchmark": "quant", "profile": profile, "torch_threads": torch.get_num_threads(), "weights": weights,
+           "what": "ONNX Runtime int8, dynamic vs static (QDQ, calibrated on real Pleiades windows), batch one",
+           "goal": "int8 faster than fp32 (speedup_vs_own_fp32 > 1) at cosine_to_torch >= 0.99; the students' speed-up "
+                   "over the teacher in each precision", "calibration_windows": n_calib, "evaluation_windows": n_eval,
+           "machine": machine(), "results": r}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "quant.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return path
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="results/bench")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--only", choices=["io", "pretrain", "scene"], default=None)
+    ap.add_argument("--only", choices=["io", "pretrain", "scene", "quant"], default=None)
     args = ap.parse_args(argv)
     if args.only in (None, "io"):
         print(run_io(Path(args.out), repeats=args.repeats).read_text())
@@ -297,6 +469,8 @@ def main(argv=None) -> None:
         print(run_pretrain(Path(args.out)).read_text())
     if args.only in (None, "scene"):
         print(run_scene(Path(args.out)).read_text())
+    if args.only in (None, "quant"):
+        print(run_quant(Path(args.out)).read_text())
 
 
 if __name__ == "__main__":
