@@ -94,7 +94,7 @@ def test_scene_benchmark_runs_a_network_in_either_runtime(tmp_path):
 def test_real_windows_are_standardised_per_band_and_drawn_from_every_file(make_raster):
     import numpy as np
 
-    from vhrfm.bench import real_windows
+    from vhrfm.distill.efficiency import real_windows
 
     a, _ = make_raster("a.tif", count=3, height=80, width=90, seed=1)
     b, _ = make_raster("b.tif", count=3, height=70, width=70, seed=2, fill=7)  # constant: its windows are all equal
@@ -141,8 +141,7 @@ def test_static_quantisation_writes_integer_convolutions(tmp_path):
     import onnx
     import torch
 
-    from vhrfm.bench import quantize_static_int8
-    from vhrfm.distill.efficiency import FixedBands, export_onnx, quantize_int8
+    from vhrfm.distill.efficiency import FixedBands, export_onnx, quantize_int8, quantize_static_int8
     from vhrfm.models import create_encoder
 
     torch.manual_seed(0)

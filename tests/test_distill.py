@@ -4,6 +4,7 @@ ONNX parity and the efficiency measurements."""
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,6 +72,29 @@ def test_efficiency_measurements_and_onnx_parity():
     assert m["onnx_max_abs_diff"] < 1e-4 and m["onnx_int8_cosine_to_torch"] > 0.99
     assert m["cpu_latency_ms"] > 0 and m["onnx_latency_ms"] > 0 and m["cpu_images_per_s_b2"] > 0
     assert FixedBands(enc, WL, WD, 0.5)(torch.randn(1, 3, 64, 64)).shape == (1, enc.num_features)
+    assert "onnx_int8_static_latency_ms" not in m  # static int8 only with calibration windows
+
+
+def test_efficiency_static_int8_is_calibrated_and_checked_on_other_windows():
+    torch.manual_seed(0)
+    enc = create_encoder("resnet18_anyband")
+    rng = np.random.default_rng(0)
+    calib, evaluation = rng.normal(size=(3, 3, 64, 64)).astype(np.float32), rng.normal(size=(2, 3, 64, 64)).astype(np.float32)
+    m = measure(enc, WL, WD, 0.5, size=64, batch=2, repeats=2, calib=calib, evaluation=evaluation)
+    assert m["size_mb_int8_static"] < m["onnx_mb_fp32"] / 2 and m["onnx_int8_static_latency_ms"] > 0
+    assert 0.99 < m["onnx_int8_static_cosine_to_torch"] <= 1.0
+    # calibrated on a tenth of the input's range, the activations saturate: the fidelity check sees it
+    bad = measure(enc, WL, WD, 0.5, size=64, batch=2, repeats=1, calib=calib * 0.01, evaluation=evaluation)
+    assert bad["onnx_int8_static_cosine_to_torch"] < m["onnx_int8_static_cosine_to_torch"]
+
+
+def test_fastest_onnx_latency_takes_static_int8_only_when_faithful():
+    from vhrfm.distill.run import fastest_onnx_ms
+
+    e = {"onnx_latency_ms": 10.0, "onnx_int8_static_latency_ms": 4.0, "onnx_int8_static_cosine_to_torch": 0.999}
+    assert fastest_onnx_ms(e) == 4.0
+    assert fastest_onnx_ms({**e, "onnx_int8_static_cosine_to_torch": 0.9}) == 10.0
+    assert fastest_onnx_ms({**e, "onnx_int8_static_latency_ms": 12.0}) == 10.0
 
 
 def test_parameter_and_flop_counts_on_known_modules():

@@ -287,60 +287,6 @@ def run_scene(out_dir: Path, profile: str = "cpu", task: str = "wildfire") -> Pa
     return path
 
 
-class _Calibration:
-    """onnxruntime's calibration reader over an array of (N, C, H, W) inputs, one at a time."""
-
-    def __init__(self, xs: np.ndarray):
-        self._it = iter([{"image": x[None].astype(np.float32)} for x in xs])
-
-    def get_next(self):
-        return next(self._it, None)
-
-
-def quantize_static_int8(src: str | Path, dst: str | Path, calib: np.ndarray) -> Path:
-    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations) of the ONNX graph ``src``, its
-    activation ranges calibrated (min-max) on ``calib`` (N, C, H, W). Static graphs run integer convolutions
-    throughout; the dynamic quantisation of :func:`vhrfm.distill.efficiency.quantize_int8` re-quantises every
-    activation at run time, which costs more than it saves on CPUs without int8 dot-product instructions."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from vhrfm.distill.efficiency import _drop_weight_identities
-
-    dst = Path(dst)
-    plain, pre = dst.with_suffix(".plain.onnx"), dst.with_suffix(".pre.onnx")
-    try:
-        _drop_weight_identities(src, plain)
-        quant_pre_process(str(plain), str(pre))
-        quantize_static(str(pre), str(dst), _Calibration(calib), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
-    finally:
-        plain.unlink(missing_ok=True)
-        pre.unlink(missing_ok=True)
-    return dst
-
-
-def real_windows(paths, n: int, size: int, seed: int = 0) -> np.ndarray:
-    """``n`` random ``size`` x ``size`` windows (all bands) read from the rasters ``paths`` (drawn in turn), each band
-    standardised over the windows drawn (the encoders' inputs are per-band z-scores). (n, C, size, size) float32."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        with rasterio.open(paths[i % len(paths)]) as src:
-            r0 = int(rng.integers(0, src.height - size + 1))
-            c0 = int(rng.integers(0, src.width - size + 1))
-            out.append(src.read(window=((r0, r0 + size), (c0, c0 + size))).astype(np.float32))
-    x = np.stack(out)
-    mean, std = x.mean(axis=(0, 2, 3), keepdims=True), x.std(axis=(0, 2, 3), keepdims=True)
-    return ((x - mean) / np.maximum(std, 1e-6)).astype(np.float32)
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over rows of the cosine similarity between ``a`` and ``b`` (N, D)."""
-    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-    return float(np.mean((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)))
-
-
 def bench_quant(encoders: dict, reference: str, wavelengths, widths, gsd: float, calib: np.ndarray, evaluation: np.ndarray,
                 rounds: int = 20, min_block_s: float = 0.02, min_cosine: float = 0.99, seed: int = 0,
                 progress: bool = True) -> dict:
@@ -357,7 +303,7 @@ def bench_quant(encoders: dict, reference: str, wavelengths, widths, gsd: float,
     from tqdm.auto import tqdm
 
     from vhrfm.distill.efficiency import (FixedBands, _median_time, export_onnx, n_params, ort_session, paired_speedup,
-                                          quantize_int8)
+                                          mean_cosine, quantize_int8, quantize_static_int8)
 
     torch.manual_seed(seed)
     x1 = torch.as_tensor(evaluation[:1])
@@ -376,7 +322,7 @@ def bench_quant(encoders: dict, reference: str, wavelengths, widths, gsd: float,
                 sess = sessions[name, prec] = ort_session(files[prec])
                 y = np.concatenate([sess.run(None, {"image": evaluation[i:i + 1]})[0] for i in range(len(evaluation))])
                 row[prec] = {"size_mb": round(os.path.getsize(files[prec]) / 1e6, 3),
-                             "cosine_to_torch": round(_cosine(y, ref), 5),
+                             "cosine_to_torch": round(mean_cosine(y, ref), 5),
                              "latency_ms": round(1e3 * _median_time(lambda: sess.run(None, feed), 10), 3)}
             out[name] = row
         kw = {"rounds": rounds, "min_block_s": min_block_s}
@@ -414,7 +360,8 @@ def run_quant(out_dir: Path, profile: str = "cpu", n_calib: int = 16, n_eval: in
     on the weights, the fidelity does, and the JSON says which was measured."""
     import torch
 
-    from vhrfm.config import data_dir, load_profile, models_dir, results_dir
+    from vhrfm.config import load_profile, models_dir, results_dir
+    from vhrfm.distill.efficiency import calibration_windows
     from vhrfm.distill.run import EFFICIENCY_BANDS
     from vhrfm.checkpoint import load_encoder
     from vhrfm.models import create_encoder
@@ -422,12 +369,7 @@ def run_quant(out_dir: Path, profile: str = "cpu", n_calib: int = 16, n_eval: in
 
     p = load_profile(profile)
     size = p["distill"]["bench_size"]
-    scenes = sorted((data_dir() / "pretrain" / "airbus_pleiades_aircraft" / "images").glob("*.jpg"))
-    if len(scenes) < 2:
-        raise FileNotFoundError(f"need two Pleiades scenes under {data_dir()}/pretrain/airbus_pleiades_aircraft/images "
-                                "(run `make data`)")
-    calib = real_windows(scenes[: len(scenes) // 2], n_calib, size, seed=p["seed"])
-    evaluation = real_windows(scenes[len(scenes) // 2:], n_eval, size, seed=p["seed"] + 1)
+    calib, evaluation = calibration_windows(n_calib, n_eval, size, seed=p["seed"])
     mdir = models_dir(profile)
     done = results_dir(profile) / "distillation" / "metrics.json"  # the teacher is the pretraining's best method
     if not done.exists():

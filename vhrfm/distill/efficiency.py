@@ -4,7 +4,8 @@ throughput, and an ONNX export with a parity check against PyTorch (onnxruntime)
 The ONNX graph is exported for one band set (the wavelengths and widths are folded in as constants, so
 the spectral stem's generated weights become fixed convolutions): an ONNX file serves one sensor's
 band set, the PyTorch model any. int8 is ONNX Runtime's dynamic quantisation (weights int8, activations
-quantised on the fly), measured with onnxruntime like the fp32 graph.
+quantised on the fly), measured with onnxruntime like the fp32 graph, and, given calibration windows, its static
+quantisation (activation ranges fixed on real imagery, integer convolutions throughout).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -108,6 +110,71 @@ def quantize_int8(src: str | Path, dst: str | Path) -> Path:
     finally:
         plain.unlink(missing_ok=True)
     return Path(dst)
+
+
+class _Calibration:
+    """onnxruntime's calibration reader over an array of (N, C, H, W) inputs, one at a time."""
+
+    def __init__(self, xs: np.ndarray):
+        self._it = iter([{"image": x[None].astype(np.float32)} for x in xs])
+
+    def get_next(self):
+        return next(self._it, None)
+
+
+def quantize_static_int8(src: str | Path, dst: str | Path, calib: np.ndarray) -> Path:
+    """Static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations) of the ONNX graph ``src``, its
+    activation ranges calibrated (min-max) on ``calib`` (N, C, H, W). Static graphs run integer convolutions
+    throughout; the dynamic quantisation of :func:`quantize_int8` quantises every activation at run time, which cost
+    more than it saved on the 2-core machines measured here, with and without AVX-512 VNNI (``make bench``: quant)."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    dst = Path(dst)
+    plain, pre = dst.with_suffix(".plain.onnx"), dst.with_suffix(".pre.onnx")
+    try:
+        _drop_weight_identities(src, plain)
+        quant_pre_process(str(plain), str(pre))
+        quantize_static(str(pre), str(dst), _Calibration(calib), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    finally:
+        plain.unlink(missing_ok=True)
+        pre.unlink(missing_ok=True)
+    return dst
+
+
+def real_windows(paths, n: int, size: int, seed: int = 0) -> np.ndarray:
+    """``n`` random ``size`` x ``size`` windows (all bands) read from the rasters ``paths`` (drawn in turn), each band
+    standardised over the windows drawn (the encoders' inputs are per-band z-scores). (n, C, size, size) float32."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        with rasterio.open(paths[i % len(paths)]) as src:
+            r0 = int(rng.integers(0, src.height - size + 1))
+            c0 = int(rng.integers(0, src.width - size + 1))
+            out.append(src.read(window=((r0, r0 + size), (c0, c0 + size))).astype(np.float32))
+    x = np.stack(out)
+    mean, std = x.mean(axis=(0, 2, 3), keepdims=True), x.std(axis=(0, 2, 3), keepdims=True)
+    return ((x - mean) / np.maximum(std, 1e-6)).astype(np.float32)
+
+
+def calibration_windows(n_calib: int = 16, n_eval: int = 8, size: int = 256, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Real Pleiades RGB windows at 0.5 m for static quantisation (:func:`real_windows`): ``n_calib`` to calibrate
+    from the first half of the airport scenes (sorted by name) and ``n_eval`` to check fidelity from the other half."""
+    from vhrfm.config import data_dir
+
+    scenes = sorted((data_dir() / "pretrain" / "airbus_pleiades_aircraft" / "images").glob("*.jpg"))
+    if len(scenes) < 2:
+        raise FileNotFoundError(f"need two Pleiades scenes under {data_dir()}/pretrain/airbus_pleiades_aircraft/images "
+                                "(run `make data`)")
+    half = len(scenes) // 2
+    return real_windows(scenes[:half], n_calib, size, seed=seed), real_windows(scenes[half:], n_eval, size, seed=seed + 1)
+
+
+def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over rows of the cosine similarity between ``a`` and ``b`` (N, ...), each row flattened."""
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    return float(np.mean((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)))
 
 
 def ort_session(path: str | Path, threads: int | None = None):
@@ -260,8 +327,11 @@ def task_model_efficiency(models: dict, reference: str, *, size: int = 256, roun
 
 
 def measure(encoder: nn.Module, wavelengths, widths, gsd: float, *, size: int = 256, batch: int = 32,
-            repeats: int = 10, seed: int = 0) -> dict:
-    """Every efficiency figure of one encoder on ``size`` x ``size`` inputs of its band set, on this CPU."""
+            repeats: int = 10, seed: int = 0, calib: np.ndarray | None = None, evaluation: np.ndarray | None = None) -> dict:
+    """Every efficiency figure of one encoder on ``size`` x ``size`` inputs of its band set, on this CPU. With
+    ``calib`` (N, C, size, size) also the static int8 graph (:func:`quantize_static_int8`): its size, latency and
+    fidelity to PyTorch (mean cosine over the ``evaluation`` windows, real imagery not used to calibrate; else the
+    random input of the other checks)."""
     torch.manual_seed(seed)
     model = FixedBands(encoder, wavelengths, widths, gsd).eval()
     c = len(wavelengths)
@@ -279,6 +349,17 @@ def measure(encoder: nn.Module, wavelengths, widths, gsd: float, *, size: int = 
         int8 = quantize_int8(fp32, Path(d) / "m.int8.onnx")
         out["onnx_mb_fp32"] = round(os.path.getsize(fp32) / 1e6, 3)
         out["size_mb_int8"] = round(os.path.getsize(int8) / 1e6, 3)
+        if calib is not None:
+            static = quantize_static_int8(fp32, Path(d) / "m.int8s.onnx", calib)
+            out["size_mb_int8_static"] = round(os.path.getsize(static) / 1e6, 3)
+            sess = ort_session(static)
+            feed = {"image": x1.numpy()}
+            out["onnx_int8_static_latency_ms"] = round(1e3 * _median_time(lambda: sess.run(None, feed), repeats), 3)
+            xe = np.asarray(evaluation if evaluation is not None else x1.numpy(), dtype=np.float32)
+            with torch.no_grad():
+                want = model(torch.as_tensor(xe)).numpy()
+            got = np.concatenate([sess.run(None, {"image": xe[i:i + 1]})[0] for i in range(len(xe))])
+            out["onnx_int8_static_cosine_to_torch"] = mean_cosine(got, want)
         for name, path in (("onnx", fp32), ("onnx_int8", int8)):
             sess = ort_session(path)
             feed = {"image": x1.numpy()}
@@ -289,5 +370,6 @@ def measure(encoder: nn.Module, wavelengths, widths, gsd: float, *, size: int = 
     return out
 
 
-__all__ = ["FixedBands", "n_params", "flops", "state_size_mb", "export_onnx", "quantize_int8", "ort_session", "measure",
+__all__ = ["FixedBands", "n_params", "flops", "state_size_mb", "export_onnx", "quantize_int8", "quantize_static_int8",
+           "real_windows", "calibration_windows", "mean_cosine", "ort_session", "measure",
            "architecture_scan", "task_model_efficiency", "paired_speedup", "paired_speedups"]
