@@ -91,7 +91,8 @@ def test_efficiency_static_int8_is_calibrated_and_checked_on_other_windows():
 def test_fastest_onnx_latency_takes_static_int8_only_when_faithful():
     from vhrfm.distill.run import fastest_onnx_ms
 
-    e = {"onnx_latency_ms": 10.0, "onnx_int8_static_latency_ms": 4.0, "onnx_int8_static_cosine_to_torch": 0.999}
+    e = {"onnx_latency_ms": 10.0, "onnx_cosine_to_torch": 1.0, "onnx_int8_static_latency_ms": 4.0,
+         "onnx_int8_static_cosine_to_torch": 0.999}
     assert fastest_onnx_ms(e) == 4.0
     assert fastest_onnx_ms({**e, "onnx_int8_static_cosine_to_torch": 0.9}) == 10.0
     assert fastest_onnx_ms({**e, "onnx_int8_static_latency_ms": 12.0}) == 10.0

@@ -302,8 +302,8 @@ def bench_quant(encoders: dict, reference: str, wavelengths, widths, gsd: float,
     import torch
     from tqdm.auto import tqdm
 
-    from vhrfm.distill.efficiency import (FixedBands, _median_time, export_onnx, n_params, ort_session, paired_speedup,
-                                          mean_cosine, quantize_int8, quantize_static_int8)
+    from vhrfm.distill.efficiency import (FixedBands, _median_time, export_onnx, fastest_precision, mean_cosine, n_params,
+                                          ort_session, paired_speedup, quantize_int8, quantize_static_int8)
 
     torch.manual_seed(seed)
     x1 = torch.as_tensor(evaluation[:1])
@@ -342,8 +342,8 @@ def bench_quant(encoders: dict, reference: str, wavelengths, widths, gsd: float,
                 out[name][prec]["speedup_vs_reference"], out[name][prec]["speedup_vs_reference_iqr"] = p["median"], p["iqr"]
         # deployment: each network in its fastest precision that keeps the features (cosine >= min_cosine)
         for name, row in out.items():
-            ok = [prec for prec in precisions if row[prec]["cosine_to_torch"] >= min_cosine]
-            row["fastest"] = min(ok or ["fp32"], key=lambda prec: row[prec]["latency_ms"])
+            row["fastest"] = fastest_precision({prec: row[prec]["latency_ms"] for prec in precisions},
+                                               {prec: row[prec]["cosine_to_torch"] for prec in precisions}, min_cosine)
         best_ref = out[reference]["fastest"]
         for name in encoders:
             if name != reference:

@@ -177,6 +177,13 @@ def mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)))
 
 
+def fastest_precision(latency_ms: dict, cosine: dict, min_cosine: float = 0.99) -> str:
+    """The precision (a key of ``latency_ms``, the first one the fallback) with the lowest latency among those whose
+    features keep a cosine of at least ``min_cosine`` to PyTorch's: what a deployment would run."""
+    kept = [p for p in latency_ms if cosine[p] >= min_cosine] or [next(iter(latency_ms))]
+    return min(kept, key=latency_ms.__getitem__)
+
+
 def ort_session(path: str | Path, threads: int | None = None):
     import onnxruntime as ort
 
@@ -366,10 +373,10 @@ def measure(encoder: nn.Module, wavelengths, widths, gsd: float, *, size: int = 
             y = sess.run(None, feed)[0]
             out[f"{name}_latency_ms"] = round(1e3 * _median_time(lambda: sess.run(None, feed), repeats), 3)
             out[f"{name}_max_abs_diff"] = float(np.abs(y - ref).max())
-            out[f"{name}_cosine_to_torch"] = float((y * ref).sum() / (np.linalg.norm(y) * np.linalg.norm(ref) + 1e-12))
+            out[f"{name}_cosine_to_torch"] = mean_cosine(y, ref)
     return out
 
 
 __all__ = ["FixedBands", "n_params", "flops", "state_size_mb", "export_onnx", "quantize_int8", "quantize_static_int8",
-           "real_windows", "calibration_windows", "mean_cosine", "ort_session", "measure",
+           "real_windows", "calibration_windows", "mean_cosine", "fastest_precision", "ort_session", "measure",
            "architecture_scan", "task_model_efficiency", "paired_speedup", "paired_speedups"]

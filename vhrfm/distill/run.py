@@ -80,9 +80,12 @@ def goal_check(students: dict, max_params: int = 2_000_000, max_int8_mb: float =
 
 def fastest_onnx_ms(e: dict, min_cosine: float = 0.99) -> float:
     """The lower ONNX Runtime latency of an efficiency record (:func:`vhrfm.distill.efficiency.measure`): fp32, or
-    static int8 where its features stay within ``min_cosine`` of PyTorch's."""
-    keep = e.get("onnx_int8_static_cosine_to_torch", 0.0) >= min_cosine
-    return min(e["onnx_latency_ms"], e["onnx_int8_static_latency_ms"]) if keep else e["onnx_latency_ms"]
+    static int8 where its features stay within ``min_cosine`` of PyTorch's (:func:`fastest_precision`)."""
+    from vhrfm.distill.efficiency import fastest_precision
+
+    graphs = ("onnx", "onnx_int8_static")
+    latency = {g: e[f"{g}_latency_ms"] for g in graphs}
+    return latency[fastest_precision(latency, {g: e[f"{g}_cosine_to_torch"] for g in graphs}, min_cosine)]
 
 
 def run_distillation(profile: str, progress: bool = True) -> dict:
@@ -109,7 +112,7 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
     wl, wd = sensor.wavelengths(EFFICIENCY_BANDS["bands"]), sensor.widths(EFFICIENCY_BANDS["bands"])
     eff = {}
     # static int8: activation ranges calibrated on real Pleiades windows, fidelity checked on windows of other scenes
-    calib, evaluation = calibration_windows(d.get("calib_windows", 16), d.get("calib_eval_windows", 8), d["bench_size"], seed)
+    calib, evaluation = calibration_windows(size=d["bench_size"], seed=seed)
     for name in ["teacher", *[f"kd_{s}" for s in d["students"]]]:
         eff[name] = measure(encoders[name], wl, wd, EFFICIENCY_BANDS["gsd"], size=d["bench_size"], batch=d["bench_batch"],
                             repeats=d["bench_repeats"], seed=seed, calib=calib, evaluation=evaluation)
