@@ -135,6 +135,8 @@ def test_the_precision_target_point_keeps_the_most_recall_reaching_the_target_an
     assert precision_target_threshold(noisy, 0.9) is None
     r = at_precision_target(noisy, val, 0.9)
     assert r["reached_on_val"] is False and r["recall"] is None
+    reached = at_precision_target(val, val, 0.9)
+    assert set(r) == set(reached) and all(r[k] is None for k in ("precision", "recall", "f1", "tp", "fp", "n_gt"))
     # reached: the val threshold is applied to the test detections
     test = Scored(np.array([0.95, 0.85, 0.75], np.float32), np.array([1, 0, 1], np.int8), np.zeros(3, np.int64), np.array([2]))
     r = at_precision_target(val, test, 0.9)

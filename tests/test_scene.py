@@ -14,9 +14,9 @@ from rasterio.transform import from_origin
 from typer.testing import CliRunner
 
 from vhrfm.apps.scene import pixel_size_m, predict_array, predict_scene
-from vhrfm.apps.taskmodel import load_task_model, save_task_model
+from vhrfm.apps.taskmodel import load_task_model, resolve_task_model, save_task_model
 from vhrfm.apps.wildfire import ClassicalIndex
-from vhrfm.cli import app, resolve_task_model
+from vhrfm.cli import app
 from vhrfm.errors import VHRFMInputError
 from vhrfm.heads import Segmenter
 from vhrfm.models import create_encoder

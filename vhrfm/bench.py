@@ -254,7 +254,7 @@ def bench_scene(card: str | Path, scene: str | Path, reps: tuple[int, ...] = (1,
 def run_scene(out_dir: Path, profile: str = "cpu", task: str = "wildfire") -> Path:
     import torch
 
-    from vhrfm.cli import resolve_task_model
+    from vhrfm.apps.taskmodel import resolve_task_model
     from vhrfm.config import data_dir
 
     card = resolve_task_model(task, None, profile)

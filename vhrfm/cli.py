@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from vhrfm.config import APP_TASKS
 from vhrfm.errors import VHRFMInputError
 
 app = typer.Typer(help="vhrfm: foundation model for very-high-resolution multispectral imagery.", no_args_is_help=True,
@@ -104,44 +105,11 @@ def distill_cmd(profile: str = PROFILE):
     typer.echo(json.dumps(train_students(profile)))
 
 
-TASKS = ("wildfire", "megafauna")
-
-
-INDEX_NAMES = ("default", "student", "teacher", "best_val", "few_label")
-
-
-def resolve_task_model(task: str, model: Optional[str], profile: str) -> Path:
-    """A task-model card: an explicit path, a name under models/<task>/, a name of the pipeline's index
-    (``student``, ``teacher``, ``best_val``, ``few_label``), or the index's default (the distilled student)."""
-    from vhrfm.config import models_dir
-
-    if task not in TASKS:
-        raise VHRFMInputError("unknown task", expected=list(TASKS), found=task)
-    folder = models_dir(profile) / task
-    index_path = folder / "index.json"
-    if model is not None and model not in INDEX_NAMES:
-        p = Path(model)
-        for cand in (p, p.with_suffix(".json"), folder / f"{model}.json"):
-            if cand.suffix == ".json" and cand.exists():
-                return cand
-        raise VHRFMInputError("task model not found", expected=f"a card path, a name in {folder}, or one of "
-                              f"{list(INDEX_NAMES)}", found=model)
-    if not index_path.exists():
-        raise VHRFMInputError(f"no trained {task} model yet", expected=f"{index_path} (run `make repro` or "
-                              f"`dvc repro {task}@{profile}`)", found="nothing")
-    index = json.loads(index_path.read_text())
-    name = model or "default"
-    if name not in index:
-        raise VHRFMInputError(f"the {task} pipeline saved no {name!r} model", expected=sorted(set(index) - {"models"}),
-                              found=name, path=index_path)
-    return folder / f"{index[name]}.json"
-
-
 @app.command()
 def predict(scene: Path = typer.Argument(..., help="A scene (GeoTIFF; wildfire needs a CRS) with the model's bands in its "
                                          "band order, or another sensor's bands with --sensor."),
             out_dir: Path = typer.Option(..., "--out", "-o", help="Output folder (created; files in it are replaced only on success)."),
-            task: str = typer.Option("wildfire", "--task", "-t", help=f"Task: {', '.join(TASKS)}."),
+            task: str = typer.Option("wildfire", "--task", "-t", help=f"Task: {', '.join(APP_TASKS)}."),
             model: Optional[str] = typer.Option(None, "--model", "-m", help="Task-model card (.json), name under models/TASK/, "
                                                 "or 'student' / 'teacher' / 'best_val' / 'few_label' from models/TASK/index.json "
                                                 "(default: the distilled student chosen on validation)."),
@@ -171,7 +139,7 @@ def predict(scene: Path = typer.Argument(..., help="A scene (GeoTIFF; wildfire n
     On any error no output is left behind.
     """
     from vhrfm.apps.scene import adapt_to_scene, predict_points_scene, predict_scene
-    from vhrfm.apps.taskmodel import load_task_model
+    from vhrfm.apps.taskmodel import load_task_model, resolve_task_model
 
     from vhrfm.runtime import RUNTIMES, with_runtime
 

@@ -16,6 +16,7 @@ import yaml
 from vhrfm.errors import VHRFMInputError
 
 PROFILES = ("smoke", "cpu", "gpu")
+APP_TASKS = ("wildfire", "megafauna")  # the applications with task models under models/<task>/
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:

@@ -302,11 +302,11 @@ def precision_target_threshold(s: Scored, target: float) -> float | None:
 
 
 def at_precision_target(val: Scored, test: Scored, target: float) -> dict:
-    """Precision, recall and F1 on ``test`` at the threshold chosen on ``val`` by :func:`precision_target_threshold`."""
+    """Precision, recall, F1 and the counts (tp, fp, n_gt) on ``test`` at the threshold chosen on ``val`` by
+    :func:`precision_target_threshold`; all None when no threshold reaches ``target`` on ``val``."""
     thr = precision_target_threshold(val, target)
-    if thr is None:
-        return {"target": target, "threshold": None, "reached_on_val": False, "precision": None, "recall": None,
-                "f1": None}
+    if thr is None:  # the same keys either way, so that a run's metrics have one structure whatever the values
+        return {"target": target, "threshold": None, "reached_on_val": False, **dict.fromkeys(test.at(1.0))}
     return {"target": target, "threshold": thr, "reached_on_val": True, **{k: float(v) for k, v in test.at(thr).items()}}
 
 

@@ -215,4 +215,34 @@ def load_task_model(path: str | Path, task: str | None = None) -> TaskModel:
     return TaskModel(card, net=net.eval())
 
 
-__all__ = ["TaskModel", "save_task_model", "load_task_model", "build_net", "encoder_card", "deployment_picks", "card_path", "weights_path"]
+INDEX_NAMES = ("default", "student", "teacher", "best_val", "few_label")
+
+
+def resolve_task_model(task: str, model: str | None, profile: str) -> Path:
+    """A task-model card: an explicit path, a name under models/<task>/, a name of the pipeline's index
+    (``student``, ``teacher``, ``best_val``, ``few_label``), or the index's default (the distilled student)."""
+    from vhrfm.config import APP_TASKS, models_dir
+
+    if task not in APP_TASKS:
+        raise VHRFMInputError("unknown task", expected=list(APP_TASKS), found=task)
+    folder = models_dir(profile) / task
+    index_path = folder / "index.json"
+    if model is not None and model not in INDEX_NAMES:
+        p = Path(model)
+        for cand in (p, p.with_suffix(".json"), folder / f"{model}.json"):
+            if cand.suffix == ".json" and cand.exists():
+                return cand
+        raise VHRFMInputError("task model not found", expected=f"a card path, a name in {folder}, or one of "
+                              f"{list(INDEX_NAMES)}", found=model)
+    if not index_path.exists():
+        raise VHRFMInputError(f"no trained {task} model yet", expected=f"{index_path} (run `make repro` or "
+                              f"`dvc repro {task}@{profile}`)", found="nothing")
+    index = json.loads(index_path.read_text())
+    name = model or "default"
+    if name not in index:
+        raise VHRFMInputError(f"the {task} pipeline saved no {name!r} model", expected=sorted(set(index) - {"models"}),
+                              found=name, path=index_path)
+    return folder / f"{index[name]}.json"
+
+
+__all__ = ["TaskModel", "save_task_model", "load_task_model", "resolve_task_model", "INDEX_NAMES", "build_net", "encoder_card", "deployment_picks", "card_path", "weights_path"]

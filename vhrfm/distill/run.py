@@ -46,8 +46,7 @@ def task_scores(profile: str, student: str) -> dict:
 def index_models(profile: str, task: str, roles: tuple[str, ...]) -> dict | None:
     """The task models a task's ``index.json`` names for ``roles`` (e.g. teacher, student), loaded as `vhrfm predict`
     finds them; None when the task has not run or its index lacks a role."""
-    from vhrfm.apps.taskmodel import load_task_model
-    from vhrfm.cli import resolve_task_model
+    from vhrfm.apps.taskmodel import load_task_model, resolve_task_model
     from vhrfm.errors import VHRFMInputError
 
     try:
