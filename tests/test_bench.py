@@ -26,9 +26,11 @@ def test_pretrain_benchmark_compares_loop_with_bare_loop():
     cfg = dict(encoder="vit_nano_p8", mask_ratio=0.75, decoder_dim=32, decoder_depth=1, texture_weight=0.5, tau=0.2,
                momentum=0.99, contrastive_weight=1.0, crop=32, scale=[0.8, 1.2], band_drop=0.0, jitter=0.0,
                batch_size=4, lr=1e-3, weight_decay=0.05, clip_grad=1.0)
-    r = bench_pretrain(corpus, cfg, steps=2, warmup=1)
-    assert r["ours_images_per_s"] > 0 and r["bare_images_per_s"] > 0
-    assert abs(r["ratio_ours_vs_bare"] / (r["ours_images_per_s"] / r["bare_images_per_s"]) - 1) < 0.02
+    for objective in ("mae", "contrastive"):  # one-view and two-view objectives, on the device pretrain() uses
+        r = bench_pretrain(corpus, cfg, steps=2, warmup=1, objective=objective)
+        assert r["objective"] == objective and r["device"] in ("cpu", "cuda")
+        assert r["ours_images_per_s"] > 0 and r["bare_images_per_s"] > 0
+        assert abs(r["ratio_ours_vs_bare"] / (r["ours_images_per_s"] / r["bare_images_per_s"]) - 1) < 0.02
 
 
 def test_scene_benchmark_measures_ratio_and_rss(tmp_path):

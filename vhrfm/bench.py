@@ -89,11 +89,12 @@ def run_io(out_dir: Path, files=None, repeats: int = 3) -> Path:
     return path
 
 
-def bench_pretrain(corpus, cfg: dict, steps: int = 20, warmup: int = 3, seed: int = 0) -> dict:
-    """Images/s of the real pretraining loop (corpus sampling, views, MAE step, logging) vs a bare loop.
+def bench_pretrain(corpus, cfg: dict, steps: int = 20, warmup: int = 3, seed: int = 0, objective: str = "mae") -> dict:
+    """Images/s of the real pretraining loop (corpus sampling, views, step, logging) vs a bare loop.
 
-    The bare loop is the same objective and batch size on one in-memory tensor batch: forward, backward,
-    optimiser step, nothing else. Both exclude ``warmup`` steps.
+    The bare loop is the same objective and batch size on one in-memory tensor batch (two views of it for the
+    two-view objectives), on the device and with the autocast :func:`vhrfm.ssl.train.pretrain` uses (the GPU
+    with bf16 when there is one): forward, backward, optimiser step, nothing else. Both exclude ``warmup`` steps.
     """
     import tempfile
 
@@ -105,34 +106,51 @@ def bench_pretrain(corpus, cfg: dict, steps: int = 20, warmup: int = 3, seed: in
     # two runs that differ only by ``steps`` steps: set-up and saving cancel in the difference
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
-        pretrain("bench", "mae", {**cfg, "steps": warmup}, corpus, d, seed=seed, progress=False, resume=False)
+        pretrain("bench", objective, {**cfg, "steps": warmup}, corpus, d, seed=seed, progress=False, resume=False)
         t1 = time.perf_counter()
-        pretrain("bench", "mae", cfg, corpus, d, seed=seed, progress=False, resume=False)
+        pretrain("bench", objective, cfg, corpus, d, seed=seed, progress=False, resume=False)
         t2 = time.perf_counter()
     loop_s = max((t2 - t1) - (t1 - t0), 1e-9)
     ours = cfg["batch_size"] * steps / loop_s
 
+    from vhrfm.ssl.views import View
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
     torch.manual_seed(seed)
-    model = build_objective("mae", cfg)
+    model = build_objective(objective, cfg).to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"])
     p0 = corpus.products[0]
-    x = torch.randn(cfg["batch_size"], len(p0.wavelengths), cfg["crop"], cfg["crop"])
+    x = torch.randn(cfg["batch_size"], len(p0.wavelengths), cfg["crop"], cfg["crop"], device=device)
     wl, wd = torch.from_numpy(p0.wavelengths), torch.from_numpy(p0.widths)
-    gsd = torch.full((cfg["batch_size"],), p0.gsd)
+    gsd = torch.full((cfg["batch_size"],), p0.gsd, device=device)
 
     def one(i):
-        out = model(x, wl, gsd, wd, torch.Generator().manual_seed(i))
+        with amp:
+            if objective in ("mae", "distill"):
+                out = model(x, wl, gsd, wd, torch.Generator().manual_seed(i))
+            else:
+                v1, v2 = View(x, wl, wd, gsd), View(x.flip(-1), wl, wd, gsd)
+                out = model(v1, v2) if objective in ("contrastive", "vicreg") else model(v1, v2, torch.Generator().manual_seed(i))
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         opt.step()
+        if hasattr(model, "update_momentum"):
+            model.update_momentum(0.5)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     for i in range(warmup):
         one(i)
+    sync()
     t0 = time.perf_counter()
     for i in range(steps):
         one(i)
+    sync()
     bare = cfg["batch_size"] * steps / (time.perf_counter() - t0)
-    return {"encoder": cfg["encoder"], "batch_size": cfg["batch_size"], "crop": cfg["crop"], "steps": steps,
+    return {"objective": objective, "device": str(device), "encoder": cfg["encoder"], "batch_size": cfg["batch_size"], "crop": cfg["crop"], "steps": steps,
             "ours_images_per_s": round(ours, 2), "bare_images_per_s": round(bare, 2), "ratio_ours_vs_bare": round(ours / bare, 3)}
 
 
