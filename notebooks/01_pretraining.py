@@ -381,6 +381,14 @@ print({k: round(v, 3) for k, v in sims.items()})
 # %%
 ssl_mean = mean_over_tasks(probe, best)
 best_random = random_name[encoders[best].card["arch"]]
+# the tasks at VHR ground sampling (< 2 m, the project's definition) apart from the out-of-resolution check
+# (Sentinel-2 at 10 m): the views' invariances can suit one group and not the other
+groups = {"vhr": [t for t in probe if tasks[t].gsd < 2.0], "out_of_resolution": [t for t in probe if tasks[t].gsd >= 2.0]}
+by_resolution = {
+    g: {"tasks": ts, **{f"{k}_linear_acc": mean_over_tasks({t: probe[t] for t in ts}, m)
+                        for k, m in (("ssl", best), ("random", best_random), ("rcf", "rcf"), ("pixel_stats", "pixel_stats"))}}
+    for g, ts in groups.items() if ts}
+pd.DataFrame(by_resolution).T
 metrics = {
     "profile": profile,
     "encoder": arch,
@@ -396,6 +404,7 @@ metrics = {
         "margin_vs_rcf_points": 100 * (ssl_mean - mean_over_tasks(probe, "rcf")),
         "methods_linear_acc": {m: mean_over_tasks(probe, m) for m in methods},
         "random_linear_acc_by_encoder": {a: mean_over_tasks(probe, random_name[a]) for a in archs},
+        "by_resolution": by_resolution,
     },
     "probe": {t: {m: {k: r[k] for k in ("knn_acc", "linear_acc", "ci95", "knn_ci95", "linear_val_acc", "n_test",
                                          "features", "by_features") if k in r} for m, r in by.items()}

@@ -126,3 +126,16 @@ def test_distillation_speed_paragraphs_read_the_scan_and_the_task_networks(real_
     assert "| wildfire | teacher: wildfire_teacher_x | unet | 10 | 2.00 (40.0 %) | — | — | 2.2 (2.0–2.5) |" in md
     assert ("| wildfire | student: wildfire_student_x | fpn, width 32, skips 1 | 10 | 0.10 (40.0 %) | 3.0 (2.9–3.1) | "
             "8.0 (7.0–9.0) |") in md
+
+
+def test_resolution_split_reads_the_vhr_group_and_needs_both_groups():
+    from vhrfm.paper import _resolution_text
+
+    by = {"vhr": {"tasks": ["aircraft", "seals"], "ssl_linear_acc": 0.8, "random_linear_acc": 0.85, "rcf_linear_acc": 0.75,
+                  "pixel_stats_linear_acc": 0.7},
+          "out_of_resolution": {"tasks": ["burned"], "ssl_linear_acc": 0.6, "random_linear_acc": 0.7,
+                                "rcf_linear_acc": 0.8, "pixel_stats_linear_acc": 0.75}}
+    text = _resolution_text(by)
+    assert "aircraft, seals" in text and "80.0 %" in text and "85.0 %" in text and "75.0 %" in text
+    assert "60.0 %" not in text  # the out-of-resolution group is the paper's, not the headline's
+    assert _resolution_text(None) == "" and _resolution_text({"vhr": by["vhr"]}) == ""
