@@ -99,7 +99,6 @@ def _stub_missing(prefixes=GEO_PACKAGES, force: bool = False) -> list[str]:
 
 
 def prepare(out: Path) -> None:
-    from vhrfm.config import load_profile
     from vhrfm.ssl.run import corpus_for
 
     corpus, _ = corpus_for("cpu", progress=True)
@@ -115,9 +114,7 @@ def prepare(out: Path) -> None:
         meta.append({"key": p.key, "sensor": p.sensor, "source": p.source, "wavelengths": p.wavelengths.tolist(),
                      "widths": p.widths.tolist(), "gsd": float(p.gsd), "lo": lo.tolist(), "scale": scale.tolist()})
     np.savez_compressed(out / "corpus.npz", weights=corpus.weights, **arrays)
-    gpu = load_profile("gpu")["pretrain"]
-    (out / "corpus.json").write_text(json.dumps({"products": meta, "n_crops": corpus.n_crops,
-                                                 "gpu_pretrain": gpu, "profile": "cpu"}, indent=1))
+    (out / "corpus.json").write_text(json.dumps({"products": meta, "n_crops": corpus.n_crops, "profile": "cpu"}, indent=1))
     print(json.dumps({"n_crops": corpus.n_crops, "products": len(meta),
                       "mb": round((out / "corpus.npz").stat().st_size / 1e6, 1)}))
 
@@ -134,14 +131,6 @@ def _load_corpus(carry: Path):
     prods = [ProductCrops(m["key"], m["sensor"], m["source"], crops(i, m), np.asarray(m["wavelengths"], np.float32),
                           np.asarray(m["widths"], np.float32), m["gsd"]) for i, m in enumerate(meta["products"])]
     return Corpus(prods, weights=z["weights"]), meta
-
-
-def _method_cfg(meta: dict) -> tuple[str, dict]:
-    """The teacher's method with the gpu profile's settings (as :func:`vhrfm.ssl.run.method_config` merges them)."""
-    gpu = meta["gpu_pretrain"]
-    spec = gpu["methods"][METHOD]
-    base = {k: v for k, v in gpu.items() if k not in ("methods", "corpus", "seed_study")}
-    return spec["objective"], {**base, **{k: v for k, v in spec.items() if k not in ("objective", "snapshots")}}
 
 
 def _save_shards(path_stem: Path, encoder, card: dict) -> list[str]:
@@ -174,11 +163,14 @@ def train(carry: Path, out: Path, budget_s: float, max_steps: int, seed: int, st
 
     from vhrfm.bench import bench_pretrain
     from vhrfm.checkpoint import load_encoder
+    from vhrfm.ssl.run import method_config
     from vhrfm.ssl.train import pretrain
 
     out.mkdir(parents=True, exist_ok=True)
-    corpus, meta = _load_corpus(carry)
-    objective, cfg = _method_cfg(meta)
+    corpus, _ = _load_corpus(carry)
+    # the teacher's method with the gpu profile's settings; its snapshots are this script's to choose
+    objective, cfg = method_config("gpu", METHOD)
+    cfg.pop("snapshots", None)
     if batch_size:
         cfg["batch_size"] = batch_size
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
@@ -221,7 +213,8 @@ def train(carry: Path, out: Path, budget_s: float, max_steps: int, seed: int, st
         files[str(k)] = _save_shards(out / f"step{k}", enc, {**enc.card, "steps_done": k})
     record["files"] = files
     log = work / "run" / f"{METHOD}_log.csv"
-    record["log"] = log.read_text().splitlines()[::max(1, len(log.read_text().splitlines()) // 40)] if log.exists() else []
+    lines = log.read_text().splitlines() if log.exists() else []
+    record["log"] = lines[::max(1, len(lines) // 40)]
     try:
         record["bench_pretrain"] = [bench_pretrain(corpus, {**cfg, **kw}, steps=20, warmup=5, seed=seed, objective=obj)
                                     for obj, kw in (("contrastive", {}),)]
