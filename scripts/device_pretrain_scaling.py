@@ -25,6 +25,7 @@ training code never calls. Weights come back as fp16 safetensors shards (the too
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.abc
 import importlib.machinery
 import json
@@ -156,15 +157,29 @@ def _save_shards(path_stem: Path, encoder, card: dict) -> list[str]:
     return names
 
 
+# views variants of the teacher's method (overrides of its settings): the 2026-12-04 run read the burned probe's fall
+# as the spectral invariances' doing; ``nospectral`` drops both (per-band gain / offset jitter and band dropout)
+VARIANTS = {"views": {}, "nojitter": {"jitter": 0.0}, "nospectral": {"jitter": 0.0, "band_drop": 0.0}}
+
+
+def file_stem(label: str) -> str:
+    """The shard stem of a returned encoder: ``step<k>`` (the first run's records) or ``<variant>_step<k>``."""
+    return f"step{label}" if label.isdigit() else label
+
+
 def train(carry: Path, out: Path, budget_s: float, max_steps: int, seed: int, stub_all: bool = False,
-          calib_steps: int = 40, batch_size: int | None = None) -> None:
+          calib_steps: int = 40, batch_size: int | None = None, variants: tuple[str, ...] = ("views",),
+          bench: bool = True) -> None:
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown or not variants:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     stubbed = _stub_missing(force=stub_all)
     import torch
 
     from vhrfm.bench import bench_pretrain
     from vhrfm.checkpoint import load_encoder
     from vhrfm.ssl.run import method_config
-    from vhrfm.ssl.train import pretrain
+    from vhrfm.ssl.train import SNAPSHOT_DIR, pretrain, snapshot_name
 
     out.mkdir(parents=True, exist_ok=True)
     corpus, _ = _load_corpus(carry)
@@ -175,7 +190,7 @@ def train(carry: Path, out: Path, budget_s: float, max_steps: int, seed: int, st
         cfg["batch_size"] = batch_size
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     record = {"device": dev, "torch": torch.__version__, "stubbed_modules": stubbed, "method": METHOD,
-              "objective": objective, "corpus_crops": corpus.n_crops}
+              "objective": objective, "corpus_crops": corpus.n_crops, "variants": {v: VARIANTS[v] for v in variants}}
     print(json.dumps(record), flush=True)
 
     # calibration: seconds per step of the real loop at this batch size (set-up cancels in the difference)
@@ -188,40 +203,98 @@ def train(carry: Path, out: Path, budget_s: float, max_steps: int, seed: int, st
     t2 = time.perf_counter()
     s_per_step = max(((t2 - t1) - (t1 - t0)) / calib_steps, 1e-4)
     # the calibration's steps ran about 1.5x faster than a long run's (2026-12-04 on an H200: 0.051 s vs 0.079 s
-    # per step, 515 s for a 330 s budget): plan on 1.6x the calibrated time
-    steps = int(min(max_steps, budget_s / (1.6 * s_per_step)))
-    # one snapshot, after a third of the run: the tool returns at most 64 MB and a ResNet-18 is 23 MB in fp16, so
-    # two encoders come back whole (on 2026-12-04 three were asked for and the final one lost a shard)
-    snaps = [steps // 3] if 0 < steps // 3 < steps else []
+    # per step, 515 s for a 330 s budget): plan on 1.6x the calibrated time, the budget shared by the variants
+    steps = int(min(max_steps, budget_s / (1.6 * s_per_step * len(variants))))
+    # one snapshot, after a third of the run, when one variant runs: the tool returns at most 64 MB and a ResNet-18
+    # is 23 MB in fp16, so two encoders come back whole (on 2026-12-04 three were asked for and one lost a shard)
+    snaps = [steps // 3] if len(variants) == 1 and 0 < steps // 3 < steps else []
     record.update({"seconds_per_step": round(s_per_step, 4), "steps": steps, "snapshots": snaps,
                    "images_per_s_loop": round(cfg["batch_size"] / s_per_step, 1)})
     print(json.dumps(record), flush=True)
 
-    cfg_run = {**cfg, "steps": steps, "warmup_steps": min(cfg["warmup_steps"], max(1, steps // 10)), "snapshots": snaps,
-               "ckpt_every": 10**9, "log_every": max(1, steps // 200)}
-    record["settings"] = cfg_run
-    t0 = time.perf_counter()
-    summary = pretrain(METHOD, objective, cfg_run, corpus, work / "run", seed=seed, progress=False, resume=False)
-    record["train_seconds"] = round(time.perf_counter() - t0, 1)
-    record["final_loss"] = summary["final_loss"]
-    files = {}
-    from vhrfm.ssl.train import SNAPSHOT_DIR, snapshot_name
-
-    for k, path in [(steps, work / "run" / f"{METHOD}.safetensors")] + [
-            (k, work / "run" / SNAPSHOT_DIR / f"{snapshot_name(METHOD, k)}.safetensors") for k in snaps]:
-        enc = load_encoder(path)
-        files[str(k)] = _save_shards(out / f"step{k}", enc, {**enc.card, "steps_done": k})
+    files, logs, record["runs"] = {}, {}, {}
+    for v in variants:
+        name = METHOD if v == "views" else f"{METHOD}_{v}"
+        cfg_run = {**cfg, **VARIANTS[v], "steps": steps, "warmup_steps": min(cfg["warmup_steps"], max(1, steps // 10)),
+                   "snapshots": snaps, "ckpt_every": 10**9, "log_every": max(1, steps // 200)}
+        t0 = time.perf_counter()
+        summary = pretrain(name, objective, cfg_run, corpus, work / v, seed=seed, progress=False, resume=False)
+        record["runs"][v] = {"settings": cfg_run, "train_seconds": round(time.perf_counter() - t0, 1),
+                             "final_loss": summary["final_loss"]}
+        for k, path in [(steps, work / v / f"{name}.safetensors")] + [
+                (k, work / v / SNAPSHOT_DIR / f"{snapshot_name(name, k)}.safetensors") for k in snaps]:
+            enc = load_encoder(path)
+            label = str(k) if variants == ("views",) else f"{v}_step{k}"
+            files[label] = _save_shards(out / file_stem(label), enc, {**enc.card, "steps_done": k, "variant": v})
+        log = work / v / f"{name}_log.csv"
+        lines = log.read_text().splitlines() if log.exists() else []
+        logs[v] = lines[::max(1, len(lines) // 40)]
+        print(json.dumps({v: record["runs"][v]}), flush=True)
     record["files"] = files
-    log = work / "run" / f"{METHOD}_log.csv"
-    lines = log.read_text().splitlines() if log.exists() else []
-    record["log"] = lines[::max(1, len(lines) // 40)]
-    try:
-        record["bench_pretrain"] = [bench_pretrain(corpus, {**cfg, **kw}, steps=20, warmup=5, seed=seed, objective=obj)
-                                    for obj, kw in (("contrastive", {}),)]
-    except Exception as e:  # the benchmark must not cost the trained weights
-        record["bench_pretrain_error"] = repr(e)
+    record["log"] = logs if len(variants) > 1 else logs[variants[0]]
+    if bench:
+        try:
+            record["bench_pretrain"] = [bench_pretrain(corpus, {**cfg, **kw}, steps=20, warmup=5, seed=seed, objective=obj)
+                                        for obj, kw in (("contrastive", {}),)]
+        except Exception as e:  # the benchmark must not cost the trained weights
+            record["bench_pretrain_error"] = repr(e)
     (out / "record.json").write_text(json.dumps(record, indent=1))
     print(json.dumps({k: v for k, v in record.items() if k != "log"}), flush=True)
+
+
+@contextlib.contextmanager
+def views_on_device():
+    """The pretraining loop with its views made on the training device by :mod:`vhrfm.ssl.views_batched`: the
+    batch moves to the device before the views (``step_loss``) and the per-sample loops become batch-wide ops.
+    Same random draws and, on the CPU, the same values (tests/test_views_batched.py); a prototype for the bench."""
+    import vhrfm.ssl.train as train_mod
+    from vhrfm.ssl import views, views_batched
+
+    saved = {n: getattr(views, n) for n in ("d4", "resized_crop", "spectral_jitter")}
+    step_loss = train_mod.step_loss
+
+    def moved(model, objective, batch, cfg, g, device):
+        x, *rest = batch
+        return step_loss(model, objective, (x.to(device, non_blocking=True), *rest), cfg, g, device)
+
+    try:
+        for n in saved:
+            setattr(views, n, getattr(views_batched, n))
+        train_mod.step_loss = moved
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(views, n, f)
+        train_mod.step_loss = step_loss
+
+
+def bench(carry: Path, out: Path, seed: int = 0, steps: int = 30, warmup: int = 5, stub_all: bool = False,
+          order: tuple[str, ...] = ("cpu", "device", "cpu")) -> None:
+    """Issue 4's pretraining benchmark (our loop vs a bare loop, :func:`vhrfm.bench.bench_pretrain`) with the
+    teacher's method at the gpu profile's settings, with the views as they are and made on the device."""
+    stubbed = _stub_missing(force=stub_all)
+    import torch
+
+    from vhrfm.bench import bench_pretrain
+    from vhrfm.ssl.run import method_config
+
+    out.mkdir(parents=True, exist_ok=True)
+    corpus, _ = _load_corpus(carry)
+    objective, cfg = method_config("gpu", METHOD)
+    cfg.pop("snapshots", None)
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    record = {"device": dev, "torch": torch.__version__, "stubbed_modules": stubbed, "method": METHOD,
+              "objective": objective, "batch_size": cfg["batch_size"], "crop": cfg["crop"], "runs": {}}
+    bad = [o for o in order if o not in ("cpu", "device")]
+    if bad or not order:
+        raise SystemExit(f"--order takes cpu and device (where the views are made), got {list(order)}")
+    for i, where in enumerate(order):
+        label = f"{i}_{where}"
+        ctx = views_on_device() if where == "device" else contextlib.nullcontext()
+        with ctx:
+            record["runs"][label] = bench_pretrain(corpus, cfg, steps=steps, warmup=warmup, seed=seed, objective=objective)
+        print(json.dumps({label: record["runs"][label]}), flush=True)
+    (out / "bench.json").write_text(json.dumps(record, indent=1))
 
 
 def _load_shards(folder: Path, stem: str):
@@ -249,7 +322,9 @@ def _load_shards(folder: Path, stem: str):
     return enc.eval()
 
 
-def probe(weights: Path, out: Path, seed: int = 0) -> None:
+def probe(weights: Path | list[Path], out: Path, seed: int = 0) -> None:
+    """Chapter 1's probes of the encoders returned by one or several ``train`` runs (folders with ``record.json``),
+    in one run beside the cpu teacher, random init, RCF and pixel statistics."""
     import torch
 
     from vhrfm.checkpoint import load_encoder
@@ -257,32 +332,39 @@ def probe(weights: Path, out: Path, seed: int = 0) -> None:
     from vhrfm.ssl.evaluate import mean_over_tasks, probe_all, probe_tasks, random_encoder
 
     torch.manual_seed(seed)
-    record = json.loads((weights / "record.json").read_text())
+    folders = [weights] if isinstance(weights, Path) else list(weights)
+    records = [json.loads((w / "record.json").read_text()) for w in folders]
     p = load_profile("cpu")
     tasks, left_out = probe_tasks("cpu")
     encoders, not_back = {}, {}
-    for k in sorted(record["files"], key=int):
-        try:
-            encoders[f"gpu_step{k}"] = _load_shards(weights, f"step{k}")
-        except FileNotFoundError as e:  # the tool returns at most 64 MB: a run can lose an encoder's shard
-            not_back[f"gpu_step{k}"] = str(e).replace(str(weights), "WEIGHTS")
+    for w, record in zip(folders, records):
+        for label in record["files"]:
+            stem = file_stem(label)
+            if f"gpu_{stem}" in encoders or f"gpu_{stem}" in not_back:
+                raise ValueError(f"encoder {stem} is returned by more than one of the runs {[str(f) for f in folders]}")
+            try:
+                encoders[f"gpu_{stem}"] = _load_shards(w, stem)
+            except FileNotFoundError as e:  # the tool returns at most 64 MB: a run can lose an encoder's shard
+                not_back[f"gpu_{stem}"] = str(e).replace(str(w), "WEIGHTS")
     encoders["cpu_teacher"] = load_encoder("teacher")
     encoders["random_init"] = random_encoder(encoders["cpu_teacher"].card["arch"], seed)
     res = probe_all(encoders, tasks, seed=seed, n_boot=p["probe"]["n_boot"])
     methods = [*encoders, "rcf", "pixel_stats"]
     summary = {m: {"linear_acc": mean_over_tasks(res, m), "knn_acc": mean_over_tasks(res, m, "knn_acc")} for m in methods}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    doc = {"what": __doc__.strip().splitlines()[0], "commit": commit, "device": record["device"],
-           "train": {k: v for k, v in record.items() if k not in ("log",)}, "loss_log": record.get("log", []),
+    trains = [{k: v for k, v in r.items() if k not in ("log",)} for r in records]
+    logs = [r.get("log", []) for r in records]
+    doc = {"what": __doc__.strip().splitlines()[0], "commit": commit, "device": records[0]["device"],
+           "train": trains[0] if len(records) == 1 else trains, "loss_log": logs[0] if len(records) == 1 else logs,
            "encoders_not_returned": not_back, "tasks": list(tasks), "tasks_left_out": left_out,
            "summary": summary, "probe": res,
            "commands": ["python scripts/device_pretrain_scaling.py prepare --out .device_carry",
                         "python scripts/device_pretrain_scaling.py train --carry .device_carry --out $OUT (GPU machine)",
-                        f"python scripts/device_pretrain_scaling.py probe --weights DIR --out {out}"]}
+                        f"python scripts/device_pretrain_scaling.py probe {' '.join('--weights DIR' for _ in folders)} --out {out}"]}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1, default=float) + "\n")
     for m, v in summary.items():
-        print(f"{m:18s} linear {v['linear_acc']:.3f}  knn {v['knn_acc']:.3f}")
+        print(f"{m:24s} linear {v['linear_acc']:.3f}  knn {v['knn_acc']:.3f}")
 
 
 def main(argv=None) -> None:
@@ -298,16 +380,30 @@ def main(argv=None) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--calib-steps", type=int, default=40)
     b.add_argument("--batch-size", type=int, default=None, help="override the gpu profile's batch size (local checks)")
+    b.add_argument("--variant", action="append", choices=list(VARIANTS), default=None,
+                   help="views variant of the teacher's method (repeat for several; the budget is shared); default: views")
+    b.add_argument("--no-bench", action="store_true", help="skip the pretraining benchmark")
     b.add_argument("--stub-all", action="store_true", help="stand in the geospatial packages even when installed (a check)")
+    d = sub.add_parser("bench", help="the pretraining benchmark with the views on the CPU and on the device; bench.json to OUT")
+    d.add_argument("--carry", type=Path, required=True)
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--steps", type=int, default=30)
+    d.add_argument("--warmup", type=int, default=5)
+    d.add_argument("--order", default="cpu,device,cpu", help="where the views are made in each timed run, in order")
+    d.add_argument("--stub-all", action="store_true", help="stand in the geospatial packages even when installed (a check)")
     c = sub.add_parser("probe", help="chapter-1 probes of the returned weights beside random init, RCF, pixel stats")
-    c.add_argument("--weights", type=Path, required=True)
+    c.add_argument("--weights", type=Path, action="append", required=True,
+                   help="a folder returned by train (repeat to probe several runs in one table)")
     c.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     if args.cmd == "prepare":
         prepare(args.out)
     elif args.cmd == "train":
         train(args.carry, args.out, args.budget_s, args.max_steps, args.seed, args.stub_all, args.calib_steps,
-              args.batch_size)
+              args.batch_size, tuple(args.variant or ("views",)), not args.no_bench)
+    elif args.cmd == "bench":
+        bench(args.carry, args.out, steps=args.steps, warmup=args.warmup, stub_all=args.stub_all,
+              order=tuple(args.order.split(",")))
     else:
         probe(args.weights, args.out)
 

@@ -76,3 +76,28 @@ def test_corpus_quantisation_keeps_values_within_half_a_step(script, tmp_path, m
         err = np.abs(p.crops.astype(np.float32) - q.crops.astype(np.float32))
         assert q.crops.dtype == np.float16 and (err <= step / 2 + 2e-3 * np.abs(p.crops.astype(np.float32)) + 1e-3).all()
         assert np.allclose(q.wavelengths, p.wavelengths) and q.gsd == p.gsd
+
+
+def test_views_variants_override_real_settings_and_name_their_files(script):
+    from vhrfm.ssl.run import method_config
+
+    _, cfg = method_config("gpu", script.METHOD)
+    assert script.VARIANTS["views"] == {}
+    for v, over in script.VARIANTS.items():
+        assert set(over) <= set(cfg), v  # an override of a setting the method has, not a new key it would ignore
+        assert all(cfg[k] != val for k, val in over.items()), v  # and one that changes it
+    assert script.file_stem("2177") == "step2177" and script.file_stem("nospectral_step2177") == "nospectral_step2177"
+    with pytest.raises(SystemExit, match="unknown variant"):
+        script.train(None, None, 1.0, 1, 0, variants=("no_such_variant",))
+
+
+def test_views_on_device_swaps_and_restores_the_loop(script):
+    import vhrfm.ssl.train as train_mod
+    from vhrfm.ssl import views, views_batched
+
+    before = (views.d4, views.resized_crop, views.spectral_jitter, train_mod.step_loss)
+    with pytest.raises(RuntimeError):
+        with script.views_on_device():
+            assert views.d4 is views_batched.d4 and train_mod.step_loss is not before[3]
+            raise RuntimeError("stop")
+    assert (views.d4, views.resized_crop, views.spectral_jitter, train_mod.step_loss) == before

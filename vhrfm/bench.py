@@ -103,8 +103,11 @@ def bench_pretrain(corpus, cfg: dict, steps: int = 20, warmup: int = 3, seed: in
     from vhrfm.ssl.train import build_objective, pretrain
 
     cfg = {**cfg, "steps": warmup + steps, "ckpt_every": 10**9, "log_every": 10**9, "warmup_steps": 1}
-    # two runs that differ only by ``steps`` steps: set-up and saving cancel in the difference
+    # two runs that differ only by ``steps`` steps: set-up and saving cancel in the difference. An untimed run goes
+    # first: in a fresh process the first run also pays the device's start-up (on an H200, 2026-12-04, that made
+    # the first pair report our loop as fast as the bare one, and the next pairs 0.3-0.5 of it)
     with tempfile.TemporaryDirectory() as d:
+        pretrain("bench", objective, {**cfg, "steps": max(1, warmup)}, corpus, d, seed=seed, progress=False, resume=False)
         t0 = time.perf_counter()
         pretrain("bench", objective, {**cfg, "steps": warmup}, corpus, d, seed=seed, progress=False, resume=False)
         t1 = time.perf_counter()
