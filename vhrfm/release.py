@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from vhrfm.config import models_dir, project_root
+from vhrfm.config import APP_TASKS, models_dir, project_root
 
 INTENDED_USE = {
     "encoder": "Feature extraction from very-high-resolution multispectral or panchromatic imagery (any band subset "
@@ -211,7 +211,7 @@ def release_models(profile: str) -> dict[str, list[Path]]:
     md = models_dir(profile)
     encoders = [md / "teacher.json", *sorted((md / "distill").glob("kd_*.json"))]
     tasks = []
-    for task in ("wildfire", "megafauna"):
+    for task in APP_TASKS:
         index = md / task / "index.json"
         if index.exists():
             idx = json.loads(index.read_text())
@@ -263,7 +263,7 @@ def export_release(profile: str, out: str | Path, onnx: bool = True, progress: b
         for extra in ("CITATION.cff", "LICENSE", "CHANGELOG.md"):
             if (root / extra).exists():
                 shutil.copy2(root / extra, tmp / extra)
-        for task in ("wildfire", "megafauna"):
+        for task in APP_TASKS:
             idx = models_dir(profile) / task / "index.json"
             if idx.exists():
                 manifest[f"{task}_index"] = json.loads(idx.read_text())

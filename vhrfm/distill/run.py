@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from vhrfm.checkpoint import load_encoder
-from vhrfm.config import load_profile, models_dir, results_dir
+from vhrfm.config import APP_TASKS, load_profile, models_dir, results_dir
 from vhrfm.ssl.evaluate import mean_over_tasks, probe_all, probe_tasks, random_encoder
 
 # the probe band set for efficiency figures: Pleiades RGB at 0.5 m (the aircraft task's imagery)
@@ -35,7 +35,7 @@ def task_f1(profile: str, task: str, student: str) -> dict | None:
 def task_scores(profile: str, student: str) -> dict:
     """``f1_wildfire``, ``f1_megafauna`` (task-KD student, largest budget, test), and ``f1_retained``: the
     student's F1 over the distilled teacher's, averaged over the tasks (None where a task has no such run)."""
-    rows = {t: task_f1(profile, t, student) for t in ("wildfire", "megafauna")}
+    rows = {t: task_f1(profile, t, student) for t in APP_TASKS}
     ratios = [r["f1_retained"] for r in rows.values() if r and r.get("f1_retained") is not None]
     return {"f1_wildfire": rows["wildfire"]["student_taskkd_f1"] if rows["wildfire"] else None,
             "f1_megafauna": rows["megafauna"]["student_taskkd_f1"] if rows["megafauna"] else None,
@@ -122,7 +122,7 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
     scan = architecture_scan(encoders["teacher"], d.get("scan", []), wl, wd, EFFICIENCY_BANDS["gsd"],
                              size=d["bench_size"], rounds=rounds, seed=seed, min_block_s=block, progress=progress)
     task_models = {}
-    for task in ("wildfire", "megafauna"):
+    for task in APP_TASKS:
         pair = index_models(profile, task, ("teacher", "student"))
         if pair:
             task_models[task] = task_model_efficiency(pair, "teacher", size=pair["student"].card.get("tile_size", 256),
@@ -162,7 +162,7 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
             **task_scores(profile, s),
         }
     teacher_f1 = {f"f1_{t}": next((v["task_kd"][t]["teacher_f1"] for v in students.values() if v["task_kd"][t]), None)
-                  for t in ("wildfire", "megafauna")}
+                  for t in APP_TASKS}
     metrics = {
         "profile": profile, "teacher_encoder": teacher.card["arch"], "bands_for_efficiency": EFFICIENCY_BANDS,
         "input_px": d["bench_size"], "speedup_min_block_ms": d.get("speedup_min_block_ms", 0),

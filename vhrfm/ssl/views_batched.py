@@ -44,7 +44,10 @@ def resized_crop(x: torch.Tensor, gsd: torch.Tensor, out: int, scale: tuple[floa
     r = (rows[:, None] + ar).to(x.device)  # (B, side)
     c = (cols[:, None] + ar).to(x.device)
     bi = torch.arange(b, device=x.device)
-    crops = x[bi[:, None, None], :, r[:, :, None], c[:, None, :]].permute(0, 3, 1, 2).contiguous()  # (B,side,side,C) -> BCHW
+    ch = torch.arange(x.shape[1], device=x.device)
+    # every dimension indexed, so the crops come out (B, C, side, side) in the natural layout: a permuted gather
+    # is "contiguous" for one band yet strided like channels-last, and the convolutions then round differently
+    crops = x[bi[:, None, None, None], ch[None, :, None, None], r[:, None, :, None], c[:, None, None, :]]
     if side != out:
         crops = F.interpolate(crops, size=(out, out), mode="area" if side > out else "bilinear", align_corners=None if side > out else False)
     return crops, gsd * (side / out)
