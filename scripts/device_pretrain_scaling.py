@@ -167,30 +167,39 @@ def file_stem(label: str) -> str:
     return f"step{label}" if label.isdigit() else label
 
 
+def _gpu_setup(carry: Path, stub_all: bool, batch_size: int | None = None):
+    """What ``train`` and ``bench`` start from on the GPU machine: the geospatial stand-ins, the carried corpus, the
+    teacher's method with the gpu profile's settings (its snapshots are this script's to choose) and the record's
+    header (device, torch, stand-ins, method)."""
+    stubbed = _stub_missing(force=stub_all)
+    import torch
+
+    from vhrfm.ssl.run import method_config
+
+    corpus, _ = _load_corpus(carry)
+    objective, cfg = method_config("gpu", METHOD)
+    cfg.pop("snapshots", None)
+    if batch_size:
+        cfg["batch_size"] = batch_size
+    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    header = {"device": dev, "torch": torch.__version__, "stubbed_modules": stubbed, "method": METHOD,
+              "objective": objective}
+    return corpus, objective, cfg, header
+
+
 def train(carry: Path, out: Path, budget_s: float, max_steps: int, seed: int, stub_all: bool = False,
           calib_steps: int = 40, batch_size: int | None = None, variants: tuple[str, ...] = ("views",),
           bench: bool = True) -> None:
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
-    stubbed = _stub_missing(force=stub_all)
-    import torch
-
+    corpus, objective, cfg, header = _gpu_setup(carry, stub_all, batch_size)
     from vhrfm.bench import bench_pretrain
     from vhrfm.checkpoint import load_encoder
-    from vhrfm.ssl.run import method_config
     from vhrfm.ssl.train import SNAPSHOT_DIR, pretrain, snapshot_name
 
     out.mkdir(parents=True, exist_ok=True)
-    corpus, _ = _load_corpus(carry)
-    # the teacher's method with the gpu profile's settings; its snapshots are this script's to choose
-    objective, cfg = method_config("gpu", METHOD)
-    cfg.pop("snapshots", None)
-    if batch_size:
-        cfg["batch_size"] = batch_size
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    record = {"device": dev, "torch": torch.__version__, "stubbed_modules": stubbed, "method": METHOD,
-              "objective": objective, "corpus_crops": corpus.n_crops, "variants": {v: VARIANTS[v] for v in variants}}
+    record = {**header, "corpus_crops": corpus.n_crops, "variants": {v: VARIANTS[v] for v in variants}}
     print(json.dumps(record), flush=True)
 
     # calibration: seconds per step of the real loop at this batch size (set-up cancels in the difference)
@@ -272,22 +281,14 @@ def bench(carry: Path, out: Path, seed: int = 0, steps: int = 30, warmup: int = 
           order: tuple[str, ...] = ("cpu", "device", "cpu")) -> None:
     """Issue 4's pretraining benchmark (our loop vs a bare loop, :func:`vhrfm.bench.bench_pretrain`) with the
     teacher's method at the gpu profile's settings, with the views as they are and made on the device."""
-    stubbed = _stub_missing(force=stub_all)
-    import torch
-
-    from vhrfm.bench import bench_pretrain
-    from vhrfm.ssl.run import method_config
-
-    out.mkdir(parents=True, exist_ok=True)
-    corpus, _ = _load_corpus(carry)
-    objective, cfg = method_config("gpu", METHOD)
-    cfg.pop("snapshots", None)
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    record = {"device": dev, "torch": torch.__version__, "stubbed_modules": stubbed, "method": METHOD,
-              "objective": objective, "batch_size": cfg["batch_size"], "crop": cfg["crop"], "runs": {}}
     bad = [o for o in order if o not in ("cpu", "device")]
     if bad or not order:
         raise SystemExit(f"--order takes cpu and device (where the views are made), got {list(order)}")
+    corpus, objective, cfg, header = _gpu_setup(carry, stub_all)
+    from vhrfm.bench import bench_pretrain
+
+    out.mkdir(parents=True, exist_ok=True)
+    record = {**header, "batch_size": cfg["batch_size"], "crop": cfg["crop"], "runs": {}}
     for i, where in enumerate(order):
         label = f"{i}_{where}"
         ctx = views_on_device() if where == "device" else contextlib.nullcontext()
