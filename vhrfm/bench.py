@@ -94,7 +94,8 @@ def bench_pretrain(corpus, cfg: dict, steps: int = 20, warmup: int = 3, seed: in
 
     The bare loop is the same objective and batch size on one in-memory tensor batch (two views of it for the
     two-view objectives), on the device and with the autocast :func:`vhrfm.ssl.train.pretrain` uses (the GPU
-    with bf16 when there is one): forward, backward, optimiser step, nothing else. Both exclude ``warmup`` steps.
+    with bf16 when there is one), through the same call (:func:`vhrfm.ssl.train.objective_loss`): forward,
+    backward, optimiser step, nothing else. Both exclude ``warmup`` steps.
     """
     import tempfile
 
@@ -116,10 +117,11 @@ def bench_pretrain(corpus, cfg: dict, steps: int = 20, warmup: int = 3, seed: in
     loop_s = max((t2 - t1) - (t1 - t0), 1e-9)
     ours = cfg["batch_size"] * steps / loop_s
 
+    from vhrfm.ssl.train import autocast_for, n_views, objective_loss, train_device
     from vhrfm.ssl.views import View
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    device = train_device()
+    amp = autocast_for(device)
     torch.manual_seed(seed)
     model = build_objective(objective, cfg).to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg["lr"])
@@ -127,14 +129,11 @@ def bench_pretrain(corpus, cfg: dict, steps: int = 20, warmup: int = 3, seed: in
     x = torch.randn(cfg["batch_size"], len(p0.wavelengths), cfg["crop"], cfg["crop"], device=device)
     wl, wd = torch.from_numpy(p0.wavelengths), torch.from_numpy(p0.widths)
     gsd = torch.full((cfg["batch_size"],), p0.gsd, device=device)
+    views = [View(x, wl, wd, gsd), View(x.flip(-1), wl, wd, gsd)][:n_views(objective)]
 
     def one(i):
         with amp:
-            if objective in ("mae", "distill"):
-                out = model(x, wl, gsd, wd, torch.Generator().manual_seed(i))
-            else:
-                v1, v2 = View(x, wl, wd, gsd), View(x.flip(-1), wl, wd, gsd)
-                out = model(v1, v2) if objective in ("contrastive", "vicreg") else model(v1, v2, torch.Generator().manual_seed(i))
+            out = objective_loss(model, objective, views, torch.Generator().manual_seed(i))
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         opt.step()

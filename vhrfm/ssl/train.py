@@ -29,7 +29,7 @@ from vhrfm.ssl.corpus import Corpus
 from vhrfm.ssl.hybrid import Hybrid
 from vhrfm.ssl.mae import MAE
 from vhrfm.ssl.vicreg import VICReg
-from vhrfm.ssl.views import make_view
+from vhrfm.ssl.views import View, make_view
 
 OBJECTIVES = ("mae", "contrastive", "hybrid", "vicreg", "distill")
 LOSS_TERMS = ("mse", "texture", "contrastive", "invariance", "variance", "covariance", "cosine", "relational")
@@ -60,20 +60,39 @@ def build_objective(objective: str, cfg: dict) -> nn.Module:
     raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
 
 
-def _views(x, wl, wd, gsd, cfg, g, n):
-    return [make_view(x, wl, wd, gsd, out=cfg["crop"], scale=tuple(cfg["scale"]), band_drop=cfg["band_drop"],
-                      jitter=cfg["jitter"], g=g) for _ in range(n)]
+def n_views(objective: str) -> int:
+    """How many views of a batch ``objective`` takes: one for the masked / distillation objectives, two otherwise."""
+    return 1 if objective in ("mae", "distill") else 2
+
+
+def objective_loss(model: nn.Module, objective: str, views: list[View], g: torch.Generator) -> dict:
+    """The objective's losses on its views (on the model's device): the one call every objective is made through,
+    here and in the pretraining benchmark's bare loop (:func:`vhrfm.bench.bench_pretrain`)."""
+    if objective in ("mae", "distill"):
+        (v,) = views
+        return model(v.image, v.wavelengths, v.gsd, v.widths, g)
+    v1, v2 = views
+    return model(v1, v2) if objective in ("contrastive", "vicreg") else model(v1, v2, g)
 
 
 def step_loss(model: nn.Module, objective: str, batch, cfg: dict, g: torch.Generator, device) -> dict:
+    """One step's losses: the batch moves to ``device`` (and to float32) first, so its views are made there (on a
+    GPU, not one sample at a time on the CPU)."""
     x, wl, wd, gsd, _ = batch
-    if objective in ("mae", "distill"):
-        (v,) = _views(x, wl, wd, gsd, cfg, g, 1)
-        return model(v.image.to(device), v.wavelengths, v.gsd.to(device), v.widths, g)
-    v1, v2 = _views(x, wl, wd, gsd, cfg, g, 2)
-    for v in (v1, v2):
-        v.image, v.gsd = v.image.to(device), v.gsd.to(device)
-    return model(v1, v2) if objective in ("contrastive", "vicreg") else model(v1, v2, g)
+    x, gsd = x.to(device, torch.float32, non_blocking=True), gsd.to(device)
+    views = [make_view(x, wl, wd, gsd, out=cfg["crop"], scale=tuple(cfg["scale"]), band_drop=cfg["band_drop"],
+                       jitter=cfg["jitter"], g=g) for _ in range(n_views(objective))]
+    return objective_loss(model, objective, views, g)
+
+
+def train_device(rank: int = 0) -> torch.device:
+    """Where a rank trains: its GPU when there are GPUs, else the CPU."""
+    return torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_for(device: torch.device):
+    """The loop's mixed precision: bf16 autocast on a GPU, none on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
 
 def lr_at(step: int, cfg: dict) -> float:
@@ -135,7 +154,7 @@ def pretrain(name: str, objective: str, cfg: dict, corpus: Corpus, out_dir: str 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     world, rank = _dist_info()
-    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+    device = train_device(rank)
     torch.manual_seed(seed)
     model = build_objective(objective, cfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -148,7 +167,7 @@ def pretrain(name: str, objective: str, cfg: dict, corpus: Corpus, out_dir: str 
         opt.load_state_dict(state["optimizer"])
         start, rows = state["step"], state["log"]
     ddp = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = autocast_for(device)
     bar = tqdm(range(start, cfg["steps"]), desc=f"pretrain {name}", disable=not progress or rank != 0,
                initial=start, total=cfg["steps"])
     t_start = time.perf_counter()
