@@ -3,8 +3,9 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from vhrfm.apps.segmentation import (choose_threshold, confusion, label_budgets, load_seg_tiles, pr_curve,
-                                     scores_from_confusion, seg_metrics, train_segmenter)
+from vhrfm.apps.segmentation import (at_precision_target, choose_threshold, confusion, label_budgets, load_seg_tiles,
+                                     pr_curve, precision_target_threshold, scores_from_confusion, seg_metrics,
+                                     train_segmenter)
 from vhrfm.apps.wildfire import ClassicalIndex, change_indices, spectral_indices
 from vhrfm.data.sources import SOURCES, Item, Source
 from vhrfm.data.splits import make_splits
@@ -59,6 +60,40 @@ def test_threshold_choice_is_the_best_f1_reaching_the_precision_target():
         assert got["f1"] == pytest.approx(max(reaching))
     assert f1_at(choose_threshold(prob, y, min_precision=0.0))["f1"] == pytest.approx(best_any)
     assert f1_at(choose_threshold(prob, y, min_precision=1.01))["f1"] == pytest.approx(best_any)
+
+
+def test_precision_target_point_keeps_the_most_recall_reaching_the_target_and_has_no_fall_back():
+    """The lowest candidate threshold whose validation precision reaches the target (found by brute force over the
+    same 201 candidates): every lower one misses it, and its recall is the largest among those reaching it. On test
+    the point is scored at that threshold; an unreachable target gives None values with the same keys."""
+    rng = np.random.default_rng(2)
+    y = (rng.random((6, 32, 32)) < 0.3).astype(np.uint8)
+    prob = np.clip(0.35 * y + rng.normal(0.35, 0.15, y.shape), 0, 1)
+    y[1, :3] = 255
+    lab = y != 255
+    candidates = np.unique(np.quantile(prob[lab], np.linspace(0, 1, 201)))
+    scores = {float(t): scores_from_confusion(confusion(prob, y, t)) for t in candidates}
+    for target in (0.8, 0.9):
+        thr = precision_target_threshold(prob, y, target)
+        reaching = [t for t, s in scores.items() if s["precision"] >= target and s["recall"] > 0]
+        assert thr == pytest.approx(min(reaching))
+        assert scores_from_confusion(confusion(prob, y, thr))["recall"] == pytest.approx(
+            max(scores[t]["recall"] for t in reaching))
+        assert all(s["precision"] < target for t, s in scores.items() if t < thr)
+    # a lower target keeps at least as much recall
+    assert precision_target_threshold(prob, y, 0.8) <= precision_target_threshold(prob, y, 0.9)
+    # scored on another split at the validation threshold
+    y2 = (rng.random((3, 32, 32)) < 0.3).astype(np.uint8)
+    prob2 = np.clip(0.35 * y2 + rng.normal(0.35, 0.15, y2.shape), 0, 1)
+    r = at_precision_target(prob, y, prob2, y2, 0.9)
+    thr = precision_target_threshold(prob, y, 0.9)
+    assert r["reached_on_val"] and r["threshold"] == thr
+    assert {k: r[k] for k in ("precision", "recall", "f1", "iou")} == scores_from_confusion(confusion(prob2, y2, thr))
+    # no fall-back: scores that rank every unburned pixel above every burned one never reach the target
+    inverted = np.where(y == 1, 0.2, 0.8)
+    assert precision_target_threshold(inverted, y, 0.9) is None
+    none = at_precision_target(inverted, y, prob2, y2, 0.9)
+    assert set(none) == set(r) and none["threshold"] is None and none["precision"] is None and not none["reached_on_val"]
 
 
 def test_budgets_are_nested_and_seeded():

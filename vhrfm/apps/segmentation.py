@@ -152,6 +152,26 @@ def choose_threshold(prob, y, min_precision: float = 0.0) -> float:
     return float(pick.threshold)
 
 
+def precision_target_threshold(prob, y, target: float) -> float | None:
+    """On validation: the lowest threshold (most recall) among the 201 candidates of :func:`choose_threshold` whose
+    precision reaches ``target`` with some recall; None when none does. Unlike :func:`choose_threshold` there is no
+    fall-back: the point answers "what share of the burned area does this model keep at that precision"."""
+    curve = pr_curve(prob, y, 201)
+    ok = curve[(curve.precision >= target) & (curve.recall > 0)]
+    return float(ok.threshold.min()) if len(ok) else None
+
+
+def at_precision_target(prob_val, y_val, prob_test, y_test, target: float) -> dict:
+    """Precision, recall, F1 and IoU on test at the threshold :func:`precision_target_threshold` chooses on
+    validation; the same keys, None-valued, when validation never reaches ``target``."""
+    thr = precision_target_threshold(prob_val, y_val, target)
+    if thr is None:
+        return {"target": target, "threshold": None, "reached_on_val": False,
+                **dict.fromkeys(("precision", "recall", "f1", "iou"))}
+    return {"target": target, "threshold": thr, "reached_on_val": True,
+            **scores_from_confusion(confusion(prob_test, y_test, thr))}
+
+
 # ----------------------------------------------------------------------------------------------- training
 
 

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from vhrfm.apps.segmentation import (SegTiles, choose_threshold, label_budgets, load_seg_tiles, pr_curve, predict_probs,
-                                     seg_metrics, train_segmenter)
+from vhrfm.apps.segmentation import (SegTiles, at_precision_target, choose_threshold, label_budgets, load_seg_tiles,
+                                     pr_curve, predict_probs, seg_metrics, train_segmenter)
 from vhrfm.apps.taskmodel import deployment_picks
 from vhrfm.config import load_profile, models_dir, results_dir
 from vhrfm.data.datasets import IGNORE, load_splits
@@ -146,9 +146,12 @@ def fit_dense(model_name: str, sub: SegTiles, teacher, seed: int, cfg: dict, *, 
     return model, h
 
 
-def score_val_test(predict, val: SegTiles, test: SegTiles, min_precision: float, n_boot: int = 0, seed: int = 0):
+def score_val_test(predict, val: SegTiles, test: SegTiles, min_precision: float, n_boot: int = 0, seed: int = 0,
+                   precision_target: float | None = None):
     """Choose the threshold on validation (best F1 above ``min_precision``), score test at it (with ``n_boot``
-    bootstrap CIs) and validation too (``["val"]``). Returns (metrics, test probabilities, test inference seconds)."""
+    bootstrap CIs) and validation too (``["val"]``); with ``precision_target``, also test at the lowest validation
+    threshold reaching that precision (``["at_precision_target"]``, :func:`~vhrfm.apps.segmentation.at_precision_target`).
+    Returns (metrics, test probabilities, test inference seconds)."""
     pv = predict(val)
     thr = choose_threshold(pv, val.Y, min_precision)
     t1 = time.perf_counter()
@@ -156,6 +159,8 @@ def score_val_test(predict, val: SegTiles, test: SegTiles, min_precision: float,
     infer_s = time.perf_counter() - t1
     m = seg_metrics(pt, test.Y, thr, n_boot=n_boot, seed=seed)
     m["val"] = seg_metrics(pv, val.Y, thr, n_boot=0)
+    if precision_target is not None:
+        m["at_precision_target"] = at_precision_target(pv, val.Y, pt, test.Y, precision_target)
     return m, pt, infer_s
 
 
@@ -230,7 +235,8 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
                 predict = lambda t, m=model: predict_probs(m, t)  # noqa: E731
             train_s = time.perf_counter() - t0
             trained[(model_name, budget)] = clf if model_name == "classical" else model
-            m, pt, infer_s = score_val_test(predict, val, test, cfg["min_precision"], cfg["n_boot"], seed)
+            m, pt, infer_s = score_val_test(predict, val, test, cfg["min_precision"], cfg["n_boot"], seed,
+                                            precision_target=cfg.get("precision_target"))
             m["train_tiles"] = len(idx)
             results.setdefault(model_name, {})[budget] = m
             curves[f"{model_name}/{budget}"] = pr_curve(pt, test.Y).to_dict(orient="list")
@@ -258,7 +264,9 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
         "tiles": {"train": len(train), "val": len(val), "test": len(test)},
         "budgets": {b: len(i) for b, i in budgets.items()},
         "test": {mn: {b: {k: r[k] for k in ("precision", "recall", "f1", "iou", "precision_ci95", "recall_ci95", "f1_ci95",
-                                             "iou_ci95", "threshold")} for b, r in by.items()} for mn, by in results.items()},
+                                             "iou_ci95", "threshold")}
+                      | ({"at_precision_target": r["at_precision_target"]} if "at_precision_target" in r else {})
+                      for b, r in by.items()} for mn, by in results.items()},
         "val": {mn: {b: r["val"] for b, r in by.items()} for mn, by in results.items()},
         "best": {"model": best_model, "budget": best_budget, "selected_on": "validation F1, budgets <= 10 %",
                  **{k: bm[k] for k in ("precision", "recall", "f1", "iou", "threshold")}},
