@@ -42,6 +42,13 @@ def ref_spectral_jitter(x, strength, g):
     return x * gain + offset
 
 
+def use_reference_loops(monkeypatch):
+    """Make :mod:`vhrfm.ssl.views` use the per-sample reference loops above for the rest of the test."""
+    monkeypatch.setattr(views, "d4", ref_d4)
+    monkeypatch.setattr(views, "resized_crop", ref_resized_crop)
+    monkeypatch.setattr(views, "spectral_jitter", ref_spectral_jitter)
+
+
 def _pair(fn_ref, fn_new, *args, seed=0):
     return fn_ref(*args, torch.Generator().manual_seed(seed)), fn_new(*args, torch.Generator().manual_seed(seed))
 
@@ -80,9 +87,7 @@ def test_make_view_is_the_view_of_the_per_sample_loops(monkeypatch):
     x, wl, wd, gsd = torch.randn(12, 4, 48, 48), torch.tensor([490.0, 560, 665, 842]), torch.full((4,), 60.0), torch.ones(12)
     g = torch.Generator().manual_seed(5)
     new = [views.make_view(x, wl, wd, gsd, out=32, g=g) for _ in range(3)]
-    monkeypatch.setattr(views, "d4", ref_d4)
-    monkeypatch.setattr(views, "resized_crop", ref_resized_crop)
-    monkeypatch.setattr(views, "spectral_jitter", ref_spectral_jitter)
+    use_reference_loops(monkeypatch)
     g = torch.Generator().manual_seed(5)
     ref = [views.make_view(x, wl, wd, gsd, out=32, g=g) for _ in range(3)]
     for a, b in zip(ref, new):
@@ -116,9 +121,7 @@ def test_a_training_step_is_that_of_the_per_sample_loops(monkeypatch):
         return out
 
     new = run()
-    monkeypatch.setattr(views, "d4", ref_d4)
-    monkeypatch.setattr(views, "resized_crop", ref_resized_crop)
-    monkeypatch.setattr(views, "spectral_jitter", ref_spectral_jitter)
+    use_reference_loops(monkeypatch)
     ref = run()
     for (ln, gn), (lr, gr) in zip(new, ref):
         assert torch.equal(ln, lr) and all(torch.equal(a, b) for a, b in zip(gn, gr))
