@@ -230,7 +230,8 @@ def test_pretraining_ablation_trains_each_seed_once_and_reuses_the_main_table(mo
     monkeypatch.setattr(wf, "build_dense_model", lambda name, n, teacher, s, **kw: built.append((name, s)) or name)
     monkeypatch.setattr(wf, "train_segmenter", lambda model, sub, seed, encoder_lr_scale, **kw:
                         trained.append((model, seed, encoder_lr_scale)))
-    monkeypatch.setattr(wf, "predict_probs", lambda model, t: np.clip(t.Y + 0.1 * len(trained), 0, 1).astype(np.float32))
+    monkeypatch.setattr(wf, "predict_probs", lambda model, t, tta=False:
+                        np.clip(t.Y + 0.1 * len(trained), 0, 1).astype(np.float32))
     main = {"precision": 0.5, "recall": 0.5, "f1": 0.5, "val": {"f1": 0.6}}
     spec = {"budget": "10%", "seeds": [0, 1], "variants": [{"name": "u", "model": "unet_scratch"},
                                                           {"name": "t_fast", "model": "teacher_unet", "encoder_lr_scale": 1.0}]}
@@ -244,3 +245,121 @@ def test_pretraining_ablation_trains_each_seed_once_and_reuses_the_main_table(mo
     assert u["runs"][1]["f1"] == 1.0  # perfect predictions on the fake tiles
     assert u["f1_mean"] == pytest.approx(0.75) and u["f1_sd"] == pytest.approx(np.std([0.5, 1.0], ddof=1))
     assert out["variants"]["t_fast"]["encoder_lr_scale"] == 1.0
+
+
+def _tiles(x, y=None):
+    import pandas as pd
+
+    from vhrfm.apps.segmentation import SegTiles
+
+    y = np.zeros((len(x), *x.shape[-2:]), np.uint8) if y is None else y
+    return SegTiles(x, y, pd.DataFrame({"split": ["test"] * len(x)}), np.array([665.0, 560.0, 490.0], np.float32),
+                    np.array([30.0, 30.0, 30.0], np.float32), 10.0, "test")
+
+
+class _Conv:
+    """A fixed 3x3 convolution with an asymmetric kernel (not D4-equivariant) standing in for a segmenter."""
+
+    def __init__(self, seed=0, pointwise=False):
+        import torch
+
+        g = torch.Generator().manual_seed(seed)
+        k = 1 if pointwise else 3
+        self.conv = torch.nn.Conv2d(3, 1, k, padding=k // 2)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g))
+        self.calls = 0
+
+    def eval(self):
+        return self
+
+    def __call__(self, x, wl, gsd, wd):
+        self.calls += 1
+        return self.conv(x)
+
+
+def test_d4_inverse_undoes_each_element_and_the_elements_differ():
+    import torch
+
+    from vhrfm.apps.segmentation import D4, d4_apply, d4_invert
+
+    t = torch.arange(2 * 5 * 5, dtype=torch.float32).reshape(2, 5, 5)
+    images = {tuple(d4_apply(t, k, f).flatten().tolist()) for k, f in D4}
+    assert len(D4) == 8 and len(images) == 8  # eight distinct elements
+    for k, f in D4:
+        assert torch.equal(d4_invert(d4_apply(t, k, f), k, f), t)
+
+
+def test_d4_test_time_augmentation_is_the_mean_over_the_eight_views_mapped_back():
+    """Against a reference written with numpy's rot90 / flip: for a model that is not D4-equivariant (an asymmetric
+    3x3 convolution) TTA differs from the plain prediction and equals the mean of the 8 back-mapped views; the
+    result is equivariant (TTA of a rotated tile = the rotated TTA); for a pointwise model TTA changes nothing."""
+    import torch
+
+    from vhrfm.apps.segmentation import predict_probs
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 3, 12, 12)).astype(np.float32)
+    model = _Conv()
+    tta = predict_probs(model, _tiles(x), batch_size=2, tta=True)
+    plain = predict_probs(model, _tiles(x), batch_size=2)
+    with torch.no_grad():
+        ref = np.zeros_like(plain)
+        for flip in (False, True):
+            for k in range(4):
+                v = np.rot90(x, k, axes=(-2, -1))
+                v = v[..., ::-1] if flip else v
+                p = torch.sigmoid(model.conv(torch.from_numpy(v.copy())))[:, 0].numpy()
+                p = p[..., ::-1] if flip else p
+                ref += np.rot90(p, -k, axes=(-2, -1)) / 8
+    assert np.allclose(tta, ref, atol=1e-6)
+    assert not np.allclose(tta, plain, atol=1e-3)
+    rotated = predict_probs(model, _tiles(np.rot90(x, 1, axes=(-2, -1)).copy()), tta=True)
+    assert np.allclose(rotated, np.rot90(tta, 1, axes=(-2, -1)), atol=1e-6)
+    pointwise = _Conv(pointwise=True)
+    assert np.allclose(predict_probs(pointwise, _tiles(x), tta=True), predict_probs(pointwise, _tiles(x)), atol=1e-6)
+
+
+def test_seed_ensemble_scores_the_mean_probability_and_needs_the_main_tables_model(monkeypatch):
+    """With ``ensemble``: the seeds of a variant scored as one model are the mean of their probabilities (plain and
+    with TTA), compared here with score_probs on means computed by hand; the main table's member is its trained
+    model, and without it the ensemble is an error, not a silent two-seed ensemble."""
+    import vhrfm.apps.wildfire as wf
+
+    rng = np.random.default_rng(1)
+    y = (rng.random((6, 8, 8)) < 0.4).astype(np.uint8)
+    tiles = _tiles(np.zeros((6, 3, 8, 8), np.float32), y)
+    noise = {s: rng.random(y.shape).astype(np.float32) for s in (0, 1, 2)}
+    probs = {(s, tta): np.clip(0.5 * y + noise[s] * (0.6 if tta else 0.8), 0, 1).astype(np.float32)
+             for s in noise for tta in (False, True)}
+    monkeypatch.setattr(wf, "fit_dense", lambda name, sub, teacher, s, cfg, **kw: (s, []))
+    monkeypatch.setattr(wf, "predict_probs", lambda model, t, tta=False: probs[(model, tta)])
+    cfg = {"encoder_lr_scale": 1.0, "steps": 1, "min_precision": 0.0, "n_boot": 20, "precision_target": 0.9}
+    main = wf.score_probs(probs[(0, False)], tiles, probs[(0, False)], tiles, 0.0)
+    spec = {"budget": "10%", "seeds": [0, 1, 2], "ensemble": True, "variants": [{"name": "u", "model": "unet_scratch"}]}
+    out = wf.pretraining_ablation(spec, cfg, tiles, tiles, tiles, {"10%": [0]}, {"unet_scratch": {"10%": main}},
+                                  "t", seed=0, progress=False, trained={("unet_scratch", "10%"): 0})
+    u = out["variants"]["u"]
+    for tta, key in ((False, "ensemble"), (True, "ensemble_tta")):
+        mean = np.mean([probs[(s, tta)] for s in (0, 1, 2)], axis=0)
+        ref = wf.score_probs(mean, tiles, mean, tiles, 0.0, 20, 0, 0.9)
+        assert u[key]["members"] == 3
+        assert u[key]["f1"] == pytest.approx(ref["f1"]) and u[key]["threshold"] == pytest.approx(ref["threshold"])
+        assert u[key]["at_precision_target"] == ref["at_precision_target"]
+    assert [r["f1_tta"] for r in u["runs"]] == pytest.approx(
+        [wf.score_probs(probs[(s, True)], tiles, probs[(s, True)], tiles, 0.0)["f1"] for s in (0, 1, 2)])
+    with pytest.raises(ValueError, match="main table's trained"):
+        wf.pretraining_ablation(spec, cfg, tiles, tiles, tiles, {"10%": [0]}, {"unet_scratch": {"10%": main}},
+                                "t", seed=0, progress=False)
+
+
+def test_lowest_threshold_reaching_keeps_the_most_recall_and_has_no_fall_back():
+    import pandas as pd
+
+    from vhrfm.apps.segmentation import lowest_threshold_reaching
+
+    c = pd.DataFrame({"threshold": [0.2, 0.5, 0.8, 0.95], "precision": [0.6, 0.91, 0.95, 1.0],
+                      "recall": [1.0, 0.7, 0.4, 0.0]})
+    assert lowest_threshold_reaching(c, 0.9) == 0.5
+    assert lowest_threshold_reaching(c, 0.99) is None  # precision 1.0 only where recall is 0
+    assert lowest_threshold_reaching(c.iloc[:0], 0.9) is None

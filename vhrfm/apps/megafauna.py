@@ -30,7 +30,7 @@ import torch
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from vhrfm.apps.segmentation import label_budgets
+from vhrfm.apps.segmentation import label_budgets, lowest_threshold_reaching
 from vhrfm.apps.taskmodel import deployment_picks
 from vhrfm.config import data_dir, load_profile, models_dir, results_dir
 from vhrfm.data.io import open_raster
@@ -295,10 +295,9 @@ def choose_threshold(s: Scored, min_precision: float = 0.0) -> float:
 def precision_target_threshold(s: Scored, target: float) -> float | None:
     """On validation: the lowest score threshold (most recall) whose precision reaches ``target``; None when no
     threshold does. Unlike :func:`choose_threshold` there is no fall-back: the point answers "what recall does
-    this model keep at that precision", which may be a handful of sure detections."""
-    c = pr_curve(s)
-    ok = c[(c.precision >= target) & (c.recall > 0)] if len(c) else c
-    return float(ok.threshold.min()) if len(ok) else None
+    this model keep at that precision", which may be a handful of sure detections. The rule is the wildfire one's
+    (:func:`vhrfm.apps.segmentation.lowest_threshold_reaching`), on this task's curve."""
+    return lowest_threshold_reaching(pr_curve(s), target)
 
 
 def at_precision_target(val: Scored, test: Scored, target: float) -> dict:

@@ -152,13 +152,21 @@ def choose_threshold(prob, y, min_precision: float = 0.0) -> float:
     return float(pick.threshold)
 
 
+def lowest_threshold_reaching(curve: pd.DataFrame, target: float) -> float | None:
+    """The lowest threshold (most recall) of a precision-recall curve (columns ``threshold``, ``precision``,
+    ``recall``) whose precision reaches ``target`` with some recall; None when none does (no fall-back). The one
+    rule of both applications' precision-target points (segmentation here, detection in
+    :func:`vhrfm.apps.megafauna.precision_target_threshold`)."""
+    ok = curve[(curve.precision >= target) & (curve.recall > 0)] if len(curve) else curve
+    return float(ok.threshold.min()) if len(ok) else None
+
+
 def precision_target_threshold(prob, y, target: float) -> float | None:
     """On validation: the lowest threshold (most recall) among the 201 candidates of :func:`choose_threshold` whose
-    precision reaches ``target`` with some recall; None when none does. Unlike :func:`choose_threshold` there is no
-    fall-back: the point answers "what share of the burned area does this model keep at that precision"."""
-    curve = pr_curve(prob, y, 201)
-    ok = curve[(curve.precision >= target) & (curve.recall > 0)]
-    return float(ok.threshold.min()) if len(ok) else None
+    precision reaches ``target`` with some recall (:func:`lowest_threshold_reaching`); None when none does. Unlike
+    :func:`choose_threshold` there is no fall-back: the point answers "what share of the burned area does this model
+    keep at that precision"."""
+    return lowest_threshold_reaching(pr_curve(prob, y, 201), target)
 
 
 def at_precision_target(prob_val, y_val, prob_test, y_test, target: float) -> dict:
@@ -243,12 +251,37 @@ def train_segmenter(model, tiles: SegTiles, *, steps: int, batch_size: int, lr: 
     return history
 
 
+D4 = tuple((k, flip) for flip in (False, True) for k in range(4))  # the 8 elements: rotation k x 90 degrees, then flip
+
+
+def d4_apply(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """Element (k, flip) of D4 on the last two axes, as :func:`random_d4` applies it: rotate, then flip."""
+    t = torch.rot90(t, k, (-2, -1))
+    return t.flip(-1) if flip else t
+
+
+def d4_invert(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """The inverse of :func:`d4_apply` (unflip, then rotate back)."""
+    return torch.rot90(t.flip(-1) if flip else t, -k, (-2, -1))
+
+
 @torch.no_grad()
-def predict_probs(model, tiles: SegTiles, batch_size: int = 16) -> np.ndarray:
+def predict_probs(model, tiles: SegTiles, batch_size: int = 16, tta: bool = False) -> np.ndarray:
+    """The burned-class probability of every pixel of ``tiles``. With ``tta``: D4 test-time augmentation, the mean
+    of the probabilities over the 8 rotations and flips of each tile, each mapped back (nadir imagery has no up;
+    8x the inference)."""
     model.eval()
     wl, wd = torch.from_numpy(tiles.wavelengths), torch.from_numpy(tiles.widths)
     out = []
     for i in range(0, len(tiles), batch_size):
         x = torch.from_numpy(tiles.X[i:i + batch_size])
-        out.append(torch.sigmoid(model(x, wl, torch.full((len(x),), tiles.gsd), wd)[:, 0]).numpy())
+        gsd = torch.full((len(x),), tiles.gsd)
+        if not tta:
+            out.append(torch.sigmoid(model(x, wl, gsd, wd)[:, 0]).numpy())
+            continue
+        acc = torch.zeros(x.shape[0], *x.shape[-2:])
+        for k, flip in D4:
+            p = torch.sigmoid(model(d4_apply(x, k, flip).contiguous(), wl, gsd, wd)[:, 0])
+            acc += d4_invert(p, k, flip)
+        out.append((acc / len(D4)).numpy())
     return np.concatenate(out).astype(np.float32)

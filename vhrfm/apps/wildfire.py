@@ -153,49 +153,92 @@ def score_val_test(predict, val: SegTiles, test: SegTiles, min_precision: float,
     threshold reaching that precision (``["at_precision_target"]``, :func:`~vhrfm.apps.segmentation.at_precision_target`).
     Returns (metrics, test probabilities, test inference seconds)."""
     pv = predict(val)
-    thr = choose_threshold(pv, val.Y, min_precision)
     t1 = time.perf_counter()
     pt = predict(test)
     infer_s = time.perf_counter() - t1
+    return score_probs(pv, val, pt, test, min_precision, n_boot, seed, precision_target), pt, infer_s
+
+
+def score_probs(pv: np.ndarray, val: SegTiles, pt: np.ndarray, test: SegTiles, min_precision: float, n_boot: int = 0,
+                seed: int = 0, precision_target: float | None = None) -> dict:
+    """:func:`score_val_test` on probabilities already computed (``pv`` of ``val``, ``pt`` of ``test``)."""
+    thr = choose_threshold(pv, val.Y, min_precision)
     m = seg_metrics(pt, test.Y, thr, n_boot=n_boot, seed=seed)
     m["val"] = seg_metrics(pv, val.Y, thr, n_boot=0)
     if precision_target is not None:
         m["at_precision_target"] = at_precision_target(pv, val.Y, pt, test.Y, precision_target)
-    return m, pt, infer_s
+    return m
+
+
+def _ensemble_entry(members: list[tuple[np.ndarray, np.ndarray]], val: SegTiles, test: SegTiles, cfg: dict,
+                    seed: int) -> dict:
+    """The mean of the members' (validation, test) probabilities, scored as one model by :func:`score_probs`."""
+    pv = np.mean([m[0] for m in members], axis=0)
+    pt = np.mean([m[1] for m in members], axis=0)
+    r = score_probs(pv, val, pt, test, cfg["min_precision"], cfg.get("n_boot", 0), seed, cfg.get("precision_target"))
+    return {"members": len(members), "val_f1": r["val"]["f1"],
+            **{k: r[k] for k in ("precision", "recall", "f1", "iou", "threshold", "f1_ci95", "precision_ci95")
+               if k in r},
+            **({"at_precision_target": r["at_precision_target"]} if "at_precision_target" in r else {})}
 
 
 def pretraining_ablation(spec: dict, cfg: dict, train: SegTiles, val: SegTiles, test: SegTiles, budgets: dict,
-                         results: dict, teacher, seed: int, progress: bool = True) -> dict:
+                         results: dict, teacher, seed: int, progress: bool = True, trained: dict | None = None) -> dict:
     """What the pretrained weights add, over several seeds at one budget: each variant of ``spec["variants"]``
     ({"name", "model": a dense model of :mod:`vhrfm.heads`, optional "encoder_lr_scale"}) is trained with every seed
     of ``spec["seeds"]`` (the seed sets the initial weights and the training crops; the labelled tiles are the
-    budget's, the same for all) by the main table's :func:`fit_dense` and :func:`score_val_test`: test F1 and
+    budget's, the same for all) by the main table's :func:`fit_dense` and :func:`score_probs`: test F1 and
     precision, with their mean and standard deviation over seeds. A run identical to one of the main table (its
-    seed, model and learning-rate scale) is taken from it, not trained again."""
+    seed, model and learning-rate scale) is taken from it, not trained again.
+
+    With ``spec["ensemble"]``, the seeds of each variant are also scored as one model, the mean of their
+    probabilities (``"ensemble"``), and so is the same with D4 test-time augmentation (``"ensemble_tta"``, and
+    ``f1_tta`` / ``precision_tta`` per run): threshold on validation, test precision, recall, F1 with CIs and the
+    precision-target point, as the main table. The main table's member is its trained model (``trained``, keyed
+    (model, budget)), predicted again."""
     budget = spec["budget"]
     sub = train.subset(budgets[budget])
+    ensemble = bool(spec.get("ensemble", False))
     variants = {}
     for v in spec["variants"]:
         name, model_name = v["name"], v["model"]
         default_scale = encoder_lr_scale(model_name, cfg["encoder_lr_scale"])
         scale = float(v.get("encoder_lr_scale", default_scale))
-        runs = []
+        runs, members = [], {False: [], True: []}
         for s in spec["seeds"]:
             if s == seed and scale == default_scale and budget in results.get(model_name, {}):
                 r, src = results[model_name][budget], "main table"
+                model = (trained or {}).get((model_name, budget))
+                if ensemble and model is None:
+                    raise ValueError(f"the seed ensemble of {name} needs the main table's trained "
+                                     f"{model_name} at {budget} (pass trained=)")
+                plain = (predict_probs(model, val), predict_probs(model, test)) if ensemble else None
             else:
                 model, _ = fit_dense(model_name, sub, teacher, s, cfg, encoder_lr=scale, progress=progress,
                                      desc=f"{name} {budget} seed {s}")
-                r, _, _ = score_val_test(lambda t, m=model: predict_probs(m, t), val, test, cfg["min_precision"])
+                plain = (predict_probs(model, val), predict_probs(model, test))
+                r = score_probs(plain[0], val, plain[1], test, cfg["min_precision"])
                 src = "trained here"
-            runs.append({"seed": s, "f1": r["f1"], "precision": r["precision"], "recall": r["recall"],
-                         "val_f1": r["val"]["f1"], "from": src})
+            run = {"seed": s, "f1": r["f1"], "precision": r["precision"], "recall": r["recall"],
+                   "val_f1": r["val"]["f1"], "from": src}
+            if ensemble:
+                pv, pt = predict_probs(model, val, tta=True), predict_probs(model, test, tta=True)
+                members[False].append(plain)
+                members[True].append((pv, pt))
+                rt = score_probs(pv, val, pt, test, cfg["min_precision"])
+                run |= {"f1_tta": rt["f1"], "precision_tta": rt["precision"], "recall_tta": rt["recall"]}
+            runs.append(run)
         f1, vf1 = np.array([r["f1"] for r in runs]), np.array([r["val_f1"] for r in runs])
         variants[name] = {"model": model_name, "encoder_lr_scale": scale, "runs": runs,
                           "f1_mean": float(f1.mean()), "f1_sd": float(f1.std(ddof=1)) if len(f1) > 1 else None,
                           "val_f1_mean": float(vf1.mean()),
                           "precision_mean": float(np.mean([r["precision"] for r in runs]))}
-    return {"budget": budget, "seeds": list(spec["seeds"]), "steps": cfg["steps"], "variants": variants}
+        if ensemble:
+            variants[name]["f1_tta_mean"] = float(np.mean([r["f1_tta"] for r in runs]))
+            variants[name]["ensemble"] = _ensemble_entry(members[False], val, test, cfg, seed)
+            variants[name]["ensemble_tta"] = _ensemble_entry(members[True], val, test, cfg, seed)
+    return {"budget": budget, "seeds": list(spec["seeds"]), "steps": cfg["steps"], "ensemble": ensemble,
+            "variants": variants}
 
 
 def run_wildfire(profile: str, progress: bool = True) -> dict:
@@ -257,7 +300,7 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
     np.savez_compressed(out / "test_predictions.npz", **{k.replace("/", "__"): v for k, v in test_probs.items()},
                         labels=test.Y, images=test.X)
     ablation = pretraining_ablation(cfg["pretraining_ablation"], cfg, train, val, test, budgets, results, teacher, seed,
-                                    progress) if cfg.get("pretraining_ablation") else None
+                                    progress, trained=trained) if cfg.get("pretraining_ablation") else None
     metrics = {
         "profile": profile, "sources": cfg["sources"], "sensor": tiles.sensor, "gsd_m": tiles.gsd,
         "pretraining_ablation": ablation,
@@ -452,5 +495,5 @@ def load_test_predictions(profile: str) -> dict:
 
 
 __all__ = ["MODELS", "ClassicalIndex", "spectral_indices", "change_indices", "run_wildfire", "load_test_predictions",
-           "save_wildfire_models", "fit_cloud_rule", "fit_dense", "score_val_test", "pretraining_ablation", "model_tag", "goal_check",
+           "save_wildfire_models", "fit_cloud_rule", "fit_dense", "score_val_test", "score_probs", "pretraining_ablation", "model_tag", "goal_check",
            "scene_labels", "split_pixels", "read_scene_output", "scene_split_confusion", "positive_in_ignored", "run_scene_check"]
