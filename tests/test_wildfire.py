@@ -322,8 +322,9 @@ def test_d4_test_time_augmentation_is_the_mean_over_the_eight_views_mapped_back(
 
 def test_seed_ensemble_scores_the_mean_probability_and_needs_the_main_tables_model(monkeypatch):
     """With ``ensemble``: the seeds of a variant scored as one model are the mean of their probabilities (plain and
-    with TTA), compared here with score_probs on means computed by hand; the main table's member is its trained
-    model, and without it the ensemble is an error, not a silent two-seed ensemble."""
+    with TTA), compared here with score_probs on means computed by hand; the main table's member is its probabilities
+    (not predicted again) and its trained model (for TTA), and without them the ensemble is an error, not a silent
+    two-seed ensemble."""
     import vhrfm.apps.wildfire as wf
 
     rng = np.random.default_rng(1)
@@ -333,12 +334,18 @@ def test_seed_ensemble_scores_the_mean_probability_and_needs_the_main_tables_mod
     probs = {(s, tta): np.clip(0.5 * y + noise[s] * (0.6 if tta else 0.8), 0, 1).astype(np.float32)
              for s in noise for tta in (False, True)}
     monkeypatch.setattr(wf, "fit_dense", lambda name, sub, teacher, s, cfg, **kw: (s, []))
-    monkeypatch.setattr(wf, "predict_probs", lambda model, t, tta=False: probs[(model, tta)])
+
+    def predict(model, t, tta=False):
+        assert model != 0 or tta, "the main table's probabilities are passed, not predicted again"
+        return probs[(model, tta)]
+
+    monkeypatch.setattr(wf, "predict_probs", predict)
     cfg = {"encoder_lr_scale": 1.0, "steps": 1, "min_precision": 0.0, "n_boot": 20, "precision_target": 0.9}
     main = wf.score_probs(probs[(0, False)], tiles, probs[(0, False)], tiles, 0.0)
     spec = {"budget": "10%", "seeds": [0, 1, 2], "ensemble": True, "variants": [{"name": "u", "model": "unet_scratch"}]}
     out = wf.pretraining_ablation(spec, cfg, tiles, tiles, tiles, {"10%": [0]}, {"unet_scratch": {"10%": main}},
-                                  "t", seed=0, progress=False, trained={("unet_scratch", "10%"): 0})
+                                  "t", seed=0, progress=False, trained={("unet_scratch", "10%"): 0},
+                                  probs={("unet_scratch", "10%"): (probs[(0, False)], probs[(0, False)])})
     u = out["variants"]["u"]
     for tta, key in ((False, "ensemble"), (True, "ensemble_tta")):
         mean = np.mean([probs[(s, tta)] for s in (0, 1, 2)], axis=0)
@@ -348,9 +355,11 @@ def test_seed_ensemble_scores_the_mean_probability_and_needs_the_main_tables_mod
         assert u[key]["at_precision_target"] == ref["at_precision_target"]
     assert [r["f1_tta"] for r in u["runs"]] == pytest.approx(
         [wf.score_probs(probs[(s, True)], tiles, probs[(s, True)], tiles, 0.0)["f1"] for s in (0, 1, 2)])
-    with pytest.raises(ValueError, match="main table's trained"):
-        wf.pretraining_ablation(spec, cfg, tiles, tiles, tiles, {"10%": [0]}, {"unet_scratch": {"10%": main}},
-                                "t", seed=0, progress=False)
+    assert u["precision_tta_mean"] == pytest.approx(np.mean([r["precision_tta"] for r in u["runs"]]))
+    for kw in ({}, {"trained": {("unet_scratch", "10%"): 0}}):
+        with pytest.raises(ValueError, match="main table's trained"):
+            wf.pretraining_ablation(spec, cfg, tiles, tiles, tiles, {"10%": [0]}, {"unet_scratch": {"10%": main}},
+                                    "t", seed=0, progress=False, **kw)
 
 
 def test_lowest_threshold_reaching_keeps_the_most_recall_and_has_no_fall_back():
@@ -363,3 +372,34 @@ def test_lowest_threshold_reaching_keeps_the_most_recall_and_has_no_fall_back():
     assert lowest_threshold_reaching(c, 0.9) == 0.5
     assert lowest_threshold_reaching(c, 0.99) is None  # precision 1.0 only where recall is 0
     assert lowest_threshold_reaching(c.iloc[:0], 0.9) is None
+
+
+def test_dice_term_is_bce_plus_weighted_soft_dice_on_labelled_pixels():
+    """``dice_weight`` adds w x (1 - 2 sum(p y) / (sum p + sum y)) over the batch's labelled pixels to the BCE: checked
+    on the first step's loss with a model whose output is one learnable logit (so every D4 view and crop gives the
+    same pixels' predictions) and tiles whose labels (with ignored pixels) are the same D4-invariant pattern."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Const(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.z = nn.Parameter(torch.tensor(0.4))
+
+        def forward(self, x, *args):
+            return self.z.expand(x.shape[0], 1, *x.shape[-2:])
+
+    y = np.zeros((8, 8), np.uint8)
+    y[2:6, 2:6] = 1
+    y[0, :], y[-1, :], y[:, 0], y[:, -1] = 255, 255, 255, 255
+    tiles = _tiles(np.zeros((3, 3, 8, 8), np.float32), np.repeat(y[None], 3, 0))
+    lab = y != 255
+    t = torch.from_numpy((y[lab] == 1).astype(np.float32))
+    p = torch.sigmoid(torch.tensor(0.4)).expand(t.shape)
+    bce = float(F.binary_cross_entropy(p, t))
+    dice = 1.0 - float(2 * (p * t).sum() / (p.sum() + t.sum()))
+    for w in (0.0, 0.5, 2.0):
+        hist = train_segmenter(Const(), tiles, steps=1, batch_size=2, lr=1e-3, crop=8, seed=0, dice_weight=w,
+                               progress=False)
+        assert hist[0] == pytest.approx(bce + w * dice, rel=1e-5)

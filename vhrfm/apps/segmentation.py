@@ -188,7 +188,7 @@ def random_d4(rng: np.random.Generator, *tensors: torch.Tensor) -> tuple[torch.T
     last two axes."""
     k = int(rng.integers(0, 4))
     flip = rng.random() < 0.5
-    return tuple((torch.rot90(t, k, (-2, -1)).flip(-1) if flip else torch.rot90(t, k, (-2, -1))) for t in tensors)
+    return tuple(d4_apply(t, k, flip) for t in tensors)
 
 
 def optimiser_with_encoder_scale(model, lr: float, weight_decay: float, encoder_lr_scale: float, steps: int):
@@ -203,8 +203,11 @@ def optimiser_with_encoder_scale(model, lr: float, weight_decay: float, encoder_
 
 def train_segmenter(model, tiles: SegTiles, *, steps: int, batch_size: int, lr: float, crop: int, seed: int,
                     weight_decay: float = 1e-4, encoder_lr_scale: float = 1.0, kd_teacher=None,
-                    kd_pool: SegTiles | None = None, kd_weight: float = 1.0, progress: bool = True, desc: str = "train"):
-    """Binary cross-entropy on labelled pixels, random crops with D4 flips; returns the loss history.
+                    kd_pool: SegTiles | None = None, kd_weight: float = 1.0, dice_weight: float = 0.0,
+                    progress: bool = True, desc: str = "train"):
+    """Binary cross-entropy on labelled pixels (plus ``dice_weight`` x the soft Dice loss of
+    segmentation-models-pytorch on the same pixels, the batch as one set), random crops with D4 flips; returns the
+    loss history.
 
     With ``kd_teacher`` (task-specific KD, :mod:`vhrfm.distill.task`): each step also draws a batch from
     ``kd_pool`` (every training tile, labelled or not; its labels are not read) and adds ``kd_weight`` x the
@@ -221,6 +224,11 @@ def train_segmenter(model, tiles: SegTiles, *, steps: int, batch_size: int, lr: 
     if kd_teacher is not None:
         kd_pool = tiles if kd_pool is None else kd_pool
         kd_teacher.eval()
+    dice = None
+    if dice_weight > 0:
+        import segmentation_models_pytorch as smp
+
+        dice = smp.losses.DiceLoss("binary", from_logits=True)
     history = []
     model.train()
     for _ in tqdm(range(steps), desc=desc, disable=not progress):
@@ -231,8 +239,10 @@ def train_segmenter(model, tiles: SegTiles, *, steps: int, batch_size: int, lr: 
         x, y = random_d4(rng, x, y)
         logits = model(x.contiguous(), wl, gsd, wd)[:, 0]
         lab = y != IGNORE
-        loss = (F.binary_cross_entropy_with_logits(logits[lab], (y[lab] == 1).float()) if lab.any()
-                else logits.sum() * 0.0)
+        target = (y[lab] == 1).float()
+        loss = F.binary_cross_entropy_with_logits(logits[lab], target) if lab.any() else logits.sum() * 0.0
+        if dice is not None and lab.any():
+            loss = loss + dice_weight * dice(logits[lab].view(1, 1, -1), target.view(1, 1, -1))
         if kd_teacher is not None:
             kx = torch.from_numpy(kd_pool.X[rng.integers(0, len(kd_pool), batch_size), :, r:r + crop, c:c + crop])
             (kx,) = random_d4(rng, kx)

@@ -142,7 +142,8 @@ def fit_dense(model_name: str, sub: SegTiles, teacher, seed: int, cfg: dict, *, 
     model = build_dense_model(model_name, sub.X.shape[1], teacher, seed, student=student)
     scale = encoder_lr_scale(model_name, cfg["encoder_lr_scale"]) if encoder_lr is None else float(encoder_lr)
     h = train_segmenter(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], crop=cfg["crop"],
-                        seed=seed, encoder_lr_scale=scale, progress=progress, desc=desc, **(kd or {}))
+                        seed=seed, encoder_lr_scale=scale, dice_weight=cfg.get("dice_weight", 0.0), progress=progress,
+                        desc=desc, **(kd or {}))
     return model, h
 
 
@@ -151,12 +152,12 @@ def score_val_test(predict, val: SegTiles, test: SegTiles, min_precision: float,
     """Choose the threshold on validation (best F1 above ``min_precision``), score test at it (with ``n_boot``
     bootstrap CIs) and validation too (``["val"]``); with ``precision_target``, also test at the lowest validation
     threshold reaching that precision (``["at_precision_target"]``, :func:`~vhrfm.apps.segmentation.at_precision_target`).
-    Returns (metrics, test probabilities, test inference seconds)."""
+    Returns (metrics, validation probabilities, test probabilities, test inference seconds)."""
     pv = predict(val)
     t1 = time.perf_counter()
     pt = predict(test)
     infer_s = time.perf_counter() - t1
-    return score_probs(pv, val, pt, test, min_precision, n_boot, seed, precision_target), pt, infer_s
+    return score_probs(pv, val, pt, test, min_precision, n_boot, seed, precision_target), pv, pt, infer_s
 
 
 def score_probs(pv: np.ndarray, val: SegTiles, pt: np.ndarray, test: SegTiles, min_precision: float, n_boot: int = 0,
@@ -183,7 +184,8 @@ def _ensemble_entry(members: list[tuple[np.ndarray, np.ndarray]], val: SegTiles,
 
 
 def pretraining_ablation(spec: dict, cfg: dict, train: SegTiles, val: SegTiles, test: SegTiles, budgets: dict,
-                         results: dict, teacher, seed: int, progress: bool = True, trained: dict | None = None) -> dict:
+                         results: dict, teacher, seed: int, progress: bool = True, trained: dict | None = None,
+                         probs: dict | None = None) -> dict:
     """What the pretrained weights add, over several seeds at one budget: each variant of ``spec["variants"]``
     ({"name", "model": a dense model of :mod:`vhrfm.heads`, optional "encoder_lr_scale"}) is trained with every seed
     of ``spec["seeds"]`` (the seed sets the initial weights and the training crops; the labelled tiles are the
@@ -194,8 +196,8 @@ def pretraining_ablation(spec: dict, cfg: dict, train: SegTiles, val: SegTiles, 
     With ``spec["ensemble"]``, the seeds of each variant are also scored as one model, the mean of their
     probabilities (``"ensemble"``), and so is the same with D4 test-time augmentation (``"ensemble_tta"``, and
     ``f1_tta`` / ``precision_tta`` per run): threshold on validation, test precision, recall, F1 with CIs and the
-    precision-target point, as the main table. The main table's member is its trained model (``trained``, keyed
-    (model, budget)), predicted again."""
+    precision-target point, as the main table. The main table's member is its (validation, test) probabilities
+    (``probs``) and, for TTA, its trained model (``trained``); both keyed (model, budget)."""
     budget = spec["budget"]
     sub = train.subset(budgets[budget])
     ensemble = bool(spec.get("ensemble", False))
@@ -208,11 +210,10 @@ def pretraining_ablation(spec: dict, cfg: dict, train: SegTiles, val: SegTiles, 
         for s in spec["seeds"]:
             if s == seed and scale == default_scale and budget in results.get(model_name, {}):
                 r, src = results[model_name][budget], "main table"
-                model = (trained or {}).get((model_name, budget))
-                if ensemble and model is None:
+                model, plain = (trained or {}).get((model_name, budget)), (probs or {}).get((model_name, budget))
+                if ensemble and (model is None or plain is None):
                     raise ValueError(f"the seed ensemble of {name} needs the main table's trained "
-                                     f"{model_name} at {budget} (pass trained=)")
-                plain = (predict_probs(model, val), predict_probs(model, test)) if ensemble else None
+                                     f"{model_name} at {budget} and its probabilities (pass trained= and probs=)")
             else:
                 model, _ = fit_dense(model_name, sub, teacher, s, cfg, encoder_lr=scale, progress=progress,
                                      desc=f"{name} {budget} seed {s}")
@@ -235,6 +236,7 @@ def pretraining_ablation(spec: dict, cfg: dict, train: SegTiles, val: SegTiles, 
                           "precision_mean": float(np.mean([r["precision"] for r in runs]))}
         if ensemble:
             variants[name]["f1_tta_mean"] = float(np.mean([r["f1_tta"] for r in runs]))
+            variants[name]["precision_tta_mean"] = float(np.mean([r["precision_tta"] for r in runs]))
             variants[name]["ensemble"] = _ensemble_entry(members[False], val, test, cfg, seed)
             variants[name]["ensemble_tta"] = _ensemble_entry(members[True], val, test, cfg, seed)
     return {"budget": budget, "seeds": list(spec["seeds"]), "steps": cfg["steps"], "ensemble": ensemble,
@@ -261,7 +263,7 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
     check_model_order(cfg["models"])
     student = student_spec(profile, cfg) if set(cfg["models"]) & set(STUDENT_MODELS) else None
     results, curves, histories, timings = {}, {}, {}, {}
-    test_probs, trained = {}, {}
+    trained, probs = {}, {}
     for model_name in cfg["models"]:
         for budget, idx in budgets.items():
             sub = train.subset(idx)
@@ -278,14 +280,14 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
                 predict = lambda t, m=model: predict_probs(m, t)  # noqa: E731
             train_s = time.perf_counter() - t0
             trained[(model_name, budget)] = clf if model_name == "classical" else model
-            m, pt, infer_s = score_val_test(predict, val, test, cfg["min_precision"], cfg["n_boot"], seed,
-                                            precision_target=cfg.get("precision_target"))
+            m, pv, pt, infer_s = score_val_test(predict, val, test, cfg["min_precision"], cfg["n_boot"], seed,
+                                                precision_target=cfg.get("precision_target"))
+            probs[(model_name, budget)] = (pv, pt)
             m["train_tiles"] = len(idx)
             results.setdefault(model_name, {})[budget] = m
             curves[f"{model_name}/{budget}"] = pr_curve(pt, test.Y).to_dict(orient="list")
             timings[f"{model_name}/{budget}"] = {"train_s": round(train_s, 2), "test_inference_s": round(infer_s, 3),
                                                  "test_mpx_per_s": round(test.Y.size / 1e6 / max(infer_s, 1e-9), 3)}
-            test_probs[f"{model_name}/{budget}"] = pt
     # the best model is chosen on validation F1 among budgets of at most 10 % of the labels
     small = [b for b, f in cfg["budgets"].items() if f <= 0.10]
     best_model, best_budget = max(((mn, b) for mn in results for b in small), key=lambda k: results[k[0]][k[1]]["val"]["f1"])
@@ -297,10 +299,10 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
     cloud = fit_cloud_rule(train, cfg.get("cloud_max_flagged", 0.005))
     saved = save_wildfire_models(profile, {k: trained[k] for k in keep}, results, tiles, entry, norm_key, cfg, picks,
                                  cloud=cloud)
-    np.savez_compressed(out / "test_predictions.npz", **{k.replace("/", "__"): v for k, v in test_probs.items()},
+    np.savez_compressed(out / "test_predictions.npz", **{f"{mn}__{b}": pt for (mn, b), (_, pt) in probs.items()},
                         labels=test.Y, images=test.X)
     ablation = pretraining_ablation(cfg["pretraining_ablation"], cfg, train, val, test, budgets, results, teacher, seed,
-                                    progress, trained=trained) if cfg.get("pretraining_ablation") else None
+                                    progress, trained=trained, probs=probs) if cfg.get("pretraining_ablation") else None
     metrics = {
         "profile": profile, "sources": cfg["sources"], "sensor": tiles.sensor, "gsd_m": tiles.gsd,
         "pretraining_ablation": ablation,

@@ -1,0 +1,110 @@
+"""Chapter 4's training choices, measured one run at a time: is the wildfire gap to the goal one of training length,
+learning rate or loss?
+
+Each ``--run MODEL,BUDGET,STEPS,LR,SEED[,DICE]`` trains one dense model of chapter 4 (``unet_scratch``,
+``teacher_unet``, ...) on the profile's label budget with :func:`vhrfm.apps.wildfire.fit_dense` (the profile's
+schedule with STEPS, LR and ``dice_weight`` DICE put in) and scores it with :func:`~vhrfm.apps.wildfire.score_probs`
+as the chapter does: threshold of best validation F1, test precision / recall / F1 at it, and test at the lowest
+validation threshold reaching the profile's ``precision_target``. It needs the profile's outputs of ``dvc repro``
+(splits, normalisation statistics, the teacher). A run with the profile's own settings and seed 0 reproduces the
+chapter's main-table entry.
+
+    python scripts/wildfire_training_study.py --run unet_scratch,10%,240,0.001,1 --run teacher_unet,10%,80,0.001,0,1
+
+Prints a JSON line per run, then the mean over seeds of each setting; ``--out FILE`` writes them as JSON too.
+Choose settings on the validation columns: the test columns are the held-out split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+
+def _tasks(profile: str):
+    from vhrfm.apps.segmentation import label_budgets, load_seg_tiles
+    from vhrfm.config import load_profile, models_dir, results_dir
+    from vhrfm.data.datasets import load_splits
+    from vhrfm.data.normalize import load_stats
+    from vhrfm.data.splits import source_setting
+
+    p = load_profile(profile)
+    cfg, res = p["wildfire"], results_dir(profile)
+    splits, stats = load_splits(res / "data" / "splits.csv"), load_stats(res / "data" / "norm_stats.json")
+    tile_size = source_setting(cfg["sources"][0], "tile_size", p["data"]["tile_size"], p["data"].get("per_source"))
+    tiles = load_seg_tiles(cfg["sources"], splits, stats, tile_size, progress=False)
+    train = tiles.split("train")
+    budgets = label_budgets(len(train), cfg["budgets"], p["seed"], masks=train.Y)
+    return cfg, train, tiles.split("val"), tiles.split("test"), budgets, models_dir(profile) / "teacher.safetensors"
+
+
+def parse_run(spec: str) -> dict:
+    """``MODEL,BUDGET,STEPS,LR,SEED[,DICE]`` -> its fields (DICE None when not given)."""
+    parts = spec.split(",")
+    if len(parts) not in (5, 6):
+        raise ValueError(f"--run {spec!r}: expected MODEL,BUDGET,STEPS,LR,SEED[,DICE]")
+    return {"model": parts[0], "budget": parts[1], "steps": int(parts[2]), "lr": float(parts[3]), "seed": int(parts[4]),
+            "dice_weight": float(parts[5]) if len(parts) == 6 else None}
+
+
+def run(specs: list[str], profile: str) -> list[dict]:
+    from vhrfm.apps.segmentation import predict_probs
+    from vhrfm.apps.wildfire import fit_dense, score_probs
+
+    runs = [parse_run(s) for s in specs]
+    cfg, train, val, test, budgets, teacher = _tasks(profile)
+    rows = []
+    for r0 in runs:
+        model_name, budget, seed = r0["model"], r0["budget"], r0["seed"]
+        c = dict(cfg, steps=r0["steps"], lr=r0["lr"],
+                 dice_weight=cfg.get("dice_weight", 0.0) if r0["dice_weight"] is None else r0["dice_weight"])
+        t0 = time.perf_counter()
+        model, history = fit_dense(model_name, train.subset(budgets[budget]), teacher, seed, c,
+                                   desc=f"{model_name} {budget} {c['steps']} steps seed {seed}")
+        r = score_probs(predict_probs(model, val), val, predict_probs(model, test), test, cfg["min_precision"],
+                        precision_target=cfg.get("precision_target"))
+        target = r.get("at_precision_target") or {}
+        row = {"model": model_name, "budget": budget, "steps": c["steps"], "lr": c["lr"], "dice_weight": c["dice_weight"],
+               "seed": seed, "seconds": round(time.perf_counter() - t0, 1), "val_f1": r["val"]["f1"],
+               "test_precision": r["precision"], "test_recall": r["recall"], "test_f1": r["f1"],
+               "loss_last10": float(np.mean(history[-10:])),
+               **{f"at_target_test_{k}": target.get(k) for k in ("precision", "recall", "f1")}}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean over seeds of each (model, budget, steps, lr, dice_weight)."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[(r["model"], r["budget"], r["steps"], r["lr"], r["dice_weight"])].append(r)
+    out = []
+    for (model, budget, steps, lr, dice), rs in groups.items():
+        mean = {k: float(np.mean([r[k] for r in rs])) for k in ("val_f1", "test_precision", "test_recall", "test_f1")}
+        out.append({"model": model, "budget": budget, "steps": steps, "lr": lr, "dice_weight": dice,
+                    "seeds": [r["seed"] for r in rs], **{f"{k}_mean": v for k, v in mean.items()}})
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", action="append", required=True, metavar="MODEL,BUDGET,STEPS,LR,SEED[,DICE]")
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--out", type=Path, help="also write the runs and their means here (JSON)")
+    a = ap.parse_args(argv)
+    rows = run(a.run, a.profile)
+    summary = summarise(rows)
+    for s in summary:
+        print(json.dumps(s))
+    if a.out:
+        a.out.write_text(json.dumps({"profile": a.profile, "runs": rows, "means": summary}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
