@@ -48,13 +48,15 @@ def test_scene_benchmark_measures_ratio_and_rss(tmp_path):
                                                   "wavelengths": [665.0, 560.0, 492.0], "widths": [30.0, 35.0, 65.0],
                                                   "gsd_m": 2.0, "norm": {"mean": [100.0] * 3, "std": [50.0] * 3},
                                                   "threshold": 0.5})
-    arr = np.random.default_rng(0).integers(0, 255, (3, 100, 90)).astype(np.uint8)
+    # large enough that the index's own time stays well above the scene summary's millisecond rounding of
+    # `timing_s` (at 100 x 90 pixels it was under 0.5 ms on a fast CPU and rounded to 0)
+    arr = np.random.default_rng(0).integers(0, 255, (3, 300, 270)).astype(np.uint8)
     scene = tmp_path / "s.tif"
-    with rasterio.open(scene, "w", driver="GTiff", width=90, height=100, count=3, dtype="uint8", crs="EPSG:32628",
+    with rasterio.open(scene, "w", driver="GTiff", width=270, height=300, count=3, dtype="uint8", crs="EPSG:32628",
                        transform=from_origin(4e5, 3.1e6, 2, 2)) as dst:
         dst.write(arr)
     r = bench_scene(card, scene, reps=(1, 2), tile=64, overlap=8)
-    assert [x["width"] for x in r] == [90, 180] and [x["height"] for x in r] == [100, 200]
+    assert [x["width"] for x in r] == [270, 540] and [x["height"] for x in r] == [300, 600]
     for x in r:
         assert x["peak_rss_mb"] > 0 and 0 < x["model_only_s"] and x["end_to_end_s"] > 0
         assert abs(x["ratio_end_to_end_vs_model"] / (x["end_to_end_mpx_s"] / x["model_only_mpx_s"]) - 1) < 0.05
