@@ -30,23 +30,6 @@ from pathlib import Path
 import numpy as np
 
 
-def _tasks(profile: str):
-    from vhrfm.apps.segmentation import label_budgets, load_seg_tiles
-    from vhrfm.config import load_profile, models_dir, results_dir
-    from vhrfm.data.datasets import load_splits
-    from vhrfm.data.normalize import load_stats
-    from vhrfm.data.splits import source_setting
-
-    p = load_profile(profile)
-    cfg, res = p["wildfire"], results_dir(profile)
-    splits, stats = load_splits(res / "data" / "splits.csv"), load_stats(res / "data" / "norm_stats.json")
-    tile_size = source_setting(cfg["sources"][0], "tile_size", p["data"]["tile_size"], p["data"].get("per_source"))
-    tiles = load_seg_tiles(cfg["sources"], splits, stats, tile_size, progress=False)
-    train = tiles.split("train")
-    budgets = label_budgets(len(train), cfg["budgets"], p["seed"], masks=train.Y)
-    return cfg, train, tiles.split("val"), tiles.split("test"), budgets, models_dir(profile) / "teacher.safetensors"
-
-
 def parse_run(spec: str) -> dict:
     """``MODEL,BUDGET,STEPS,LR,SEED[,DICE]`` -> its fields (DICE None when not given)."""
     parts = spec.split(",")
@@ -58,10 +41,11 @@ def parse_run(spec: str) -> dict:
 
 def run(specs: list[str], profile: str) -> list[dict]:
     from vhrfm.apps.segmentation import predict_probs
-    from vhrfm.apps.wildfire import fit_dense, score_probs
+    from vhrfm.apps.wildfire import fit_dense, load_task, score_probs
 
     runs = [parse_run(s) for s in specs]
-    cfg, train, val, test, budgets, teacher = _tasks(profile)
+    task = load_task(profile, progress=False)
+    cfg, train, val, test, budgets, teacher = task.cfg, task.train, task.val, task.test, task.budgets, task.teacher
     rows = []
     for r0 in runs:
         model_name, budget, seed = r0["model"], r0["budget"], r0["seed"]

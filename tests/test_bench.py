@@ -48,8 +48,8 @@ def test_scene_benchmark_measures_ratio_and_rss(tmp_path):
                                                   "wavelengths": [665.0, 560.0, 492.0], "widths": [30.0, 35.0, 65.0],
                                                   "gsd_m": 2.0, "norm": {"mean": [100.0] * 3, "std": [50.0] * 3},
                                                   "threshold": 0.5})
-    # large enough that the index's own time stays well above the scene summary's millisecond rounding of
-    # `timing_s` (at 100 x 90 pixels it was under 0.5 ms on a fast CPU and rounded to 0)
+    # large enough that the index's own time is measurable against the whole run's (at 100 x 90 pixels it was
+    # under 0.5 ms on a fast CPU; the scene summary then rounded it to 0 ms, it now keeps 4 significant digits)
     arr = np.random.default_rng(0).integers(0, 255, (3, 300, 270)).astype(np.uint8)
     scene = tmp_path / "s.tif"
     with rasterio.open(scene, "w", driver="GTiff", width=270, height=300, count=3, dtype="uint8", crs="EPSG:32628",

@@ -98,6 +98,10 @@ def test_scene_outputs_match_pixelwise_model(tmp_path, classical):
     assert gdf.area_m2.iloc[0] == pytest.approx(8000, rel=0.01)
     summary = json.loads((out / "scene_summary.json").read_text())
     assert summary["gsd_m"] == 2.0 and summary["tiles"] == s["tiles"] > 1 and "GSD" not in " ".join(summary["notes"])
+    # the stages of a small scene take milliseconds or less: the summary keeps 4 significant digits of each, not
+    # whole milliseconds (a classical index under 0.5 ms read 0 in a benchmark)
+    assert summary["timing_s"] and all(0 <= v <= summary["runtime_s"] for v in summary["timing_s"].values())
+    assert any(v != round(v, 3) for v in summary["timing_s"].values())
     assert (out / "scene_map.html").read_text().count("leaflet") > 0 and (out / "scene_preview.png").stat().st_size > 0
     assert not list(out.glob(".vhrfm-partial-*"))
 

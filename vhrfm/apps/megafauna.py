@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,9 +39,9 @@ from vhrfm.data.normalize import Normalizer, load_stats, stats_key
 from vhrfm.data.sources import SEAL_DEGRADE, SEAL_GSD_M, get_source, sensor_of
 from vhrfm.errors import VHRFMInputError
 from vhrfm.distill.task import check_model_order, distillation_block, kd_kwargs, student_spec
-from vhrfm.heads import STUDENT_MODELS, TEACHER_MODELS, build_dense_model, encoder_lr_scale
+from vhrfm.heads import DENSE_MODELS, STUDENT_MODELS, TEACHER_MODELS, build_dense_model, encoder_lr_scale
 
-MODELS = ("classical", "unet_scratch", *TEACHER_MODELS, *STUDENT_MODELS)
+MODELS = ("classical", *DENSE_MODELS)  # every model a profile may run
 SEALS, BELUGA = "seals_aerial_drone", "beluga_seeker_wv3"
 
 
@@ -517,20 +518,45 @@ def prior_ablation(cfg: dict, train: DetImages, val: DetImages, test: DetImages,
     return out
 
 
-def run_megafauna(profile: str, progress: bool = True) -> dict:
-    """Train every model at every label budget on degraded seals; test on degraded seals and on WorldView-3 whales."""
+@dataclass
+class MegafaunaTask:
+    """A profile's megafauna task as chapter 5 trains and scores it: settings, degraded seals split, the WorldView-3
+    chips, label budgets."""
+
+    cfg: dict
+    seed: int
+    seals: DetImages
+    sat: DetImages
+    train: DetImages
+    val: DetImages
+    test: DetImages
+    budgets: dict           # budget name -> indices into ``train`` (nested, seeded)
+    stats: dict             # normalisation statistics of the data stage
+    teacher: Path           # the pretrained teacher's weights (a profile output)
+
+
+def load_task(profile: str, progress: bool = True) -> MegafaunaTask:
+    """The profile's seal images (degraded to satellite GSD) and WorldView-3 chips from the data stage's splits and
+    statistics, with the label budgets: what :func:`run_megafauna` trains on, and what a study starts from."""
     p = load_profile(profile)
-    cfg, seed = p["megafauna"], p["seed"]
-    res = results_dir(profile)
-    out = res / "megafauna"
-    out.mkdir(parents=True, exist_ok=True)
+    cfg, seed, res = p["megafauna"], p["seed"], results_dir(profile)
     splits, stats = pd.read_csv(res / "data" / "splits.csv"), load_stats(res / "data" / "norm_stats.json")
     seals = load_seal_images(splits, stats, cfg["degrade"], progress=progress)
-    sat = load_beluga_images(stats, splits)
-    train, val, test = seals.split("train"), seals.split("val"), seals.split("test")
-    budgets = label_budgets(len(train), cfg["budgets"], seed)
+    train = seals.split("train")
+    return MegafaunaTask(cfg, seed, seals, load_beluga_images(stats, splits), train, seals.split("val"),
+                         seals.split("test"), label_budgets(len(train), cfg["budgets"], seed), stats,
+                         models_dir(profile) / "teacher.safetensors")
+
+
+def run_megafauna(profile: str, progress: bool = True) -> dict:
+    """Train every model at every label budget on degraded seals; test on degraded seals and on WorldView-3 whales."""
+    task = load_task(profile, progress)
+    cfg, seed, seals, sat, stats, budgets = task.cfg, task.seed, task.seals, task.sat, task.stats, task.budgets
+    train, val, test = task.train, task.val, task.test
+    out = results_dir(profile) / "megafauna"
+    out.mkdir(parents=True, exist_ok=True)
     (out / "budgets.json").write_text(json.dumps({"train_images": train.rows.path.tolist(), "budgets": budgets}, indent=1) + "\n")
-    teacher = models_dir(profile) / "teacher.safetensors"
+    teacher = task.teacher
     check_model_order(cfg["models"])
     student = student_spec(profile, cfg) if set(cfg["models"]) & set(STUDENT_MODELS) else None
     radius = cfg["radius_m"]
@@ -761,7 +787,7 @@ def save_megafauna_models(profile: str, models: dict, results: dict, seals: DetI
     return index
 
 
-__all__ = ["run_scene_check", "model_tag", "save_megafauna_models", "blob_response", "MODELS", "DetImages", "degrade", "load_seal_images", "load_beluga_images", "box_centres", "whale_centres", "heatmap_targets",
+__all__ = ["load_task", "MegafaunaTask", "run_scene_check", "model_tag", "save_megafauna_models", "blob_response", "MODELS", "DetImages", "degrade", "load_seal_images", "load_beluga_images", "box_centres", "whale_centres", "heatmap_targets",
            "focal_heatmap_loss", "find_peaks", "match_image", "score_detections", "pr_curve", "average_precision",
            "choose_threshold", "precision_target_threshold", "at_precision_target", "det_metrics", "BlobDetector", "decode", "train_detector", "predict_heat", "run_megafauna",
            "leave_one_chip_out"]

@@ -416,7 +416,7 @@ def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, t
                 "polygons_area_km2": round(float(gdf.area_m2.sum()) / 1e6, 6) if len(gdf) else 0.0,
                 "runtime_s": round(total, 6), "mpx_per_s": round(H * W / 1e6 / total, 3),
                 "model_mpx_per_s": round(H * W / 1e6 / max(timing["model_s"], 1e-9), 3),
-                "timing_s": {k: round(v, 3) for k, v in timing.items()},
+                "timing_s": {k: float(f"{v:.4g}") for k, v in timing.items()},  # 4 significant digits: a fast stage keeps its time
                 "peak_rss_mb": round(peak_rss_mb(), 1), "notes": notes,
                 "outputs": {k: f"{stem}_{k}.{ext}" for k, ext in (("prob", "tif"), ("mask", "tif"), ("polygons", "geojson"),
                                                                   ("summary", "json"))},

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -27,9 +29,9 @@ from vhrfm.data.datasets import IGNORE, load_splits
 from vhrfm.data.normalize import load_stats, stats_key
 from vhrfm.data.splits import source_setting
 from vhrfm.distill.task import check_model_order, distillation_block, kd_kwargs, student_spec
-from vhrfm.heads import STUDENT_MODELS, TEACHER_MODELS, build_dense_model, encoder_lr_scale
+from vhrfm.heads import DENSE_MODELS, STUDENT_MODELS, TEACHER_MODELS, build_dense_model, encoder_lr_scale
 
-MODELS = ("classical", "unet_scratch", *TEACHER_MODELS, *STUDENT_MODELS)
+MODELS = ("classical", *DENSE_MODELS)  # every model a profile may run
 
 
 # ----------------------------------------------------------------------------------------------- classical
@@ -243,23 +245,47 @@ def pretraining_ablation(spec: dict, cfg: dict, train: SegTiles, val: SegTiles, 
             "variants": variants}
 
 
-def run_wildfire(profile: str, progress: bool = True) -> dict:
-    """Train and evaluate every model at every label budget; write metrics, predictions and curves."""
+@dataclass
+class WildfireTask:
+    """A profile's wildfire task as chapter 4 trains and scores it: settings, tiles, splits, label budgets."""
+
+    cfg: dict
+    seed: int
+    tiles: SegTiles
+    train: SegTiles
+    val: SegTiles
+    test: SegTiles
+    budgets: dict           # budget name -> indices into ``train`` (nested, seeded)
+    stats: dict             # normalisation statistics of the data stage
+    teacher: Path           # the pretrained teacher's weights (a profile output)
+
+
+def load_task(profile: str, progress: bool = True) -> WildfireTask:
+    """The profile's wildfire tiles (from the data stage's splits and statistics), split, with their label budgets:
+    what :func:`run_wildfire` trains on, and what a study of one of its settings starts from."""
     p = load_profile(profile)
-    cfg, seed = p["wildfire"], p["seed"]
-    res = results_dir(profile)
-    out = res / "wildfire"
-    out.mkdir(parents=True, exist_ok=True)
+    cfg, seed, res = p["wildfire"], p["seed"], results_dir(profile)
     splits, stats = load_splits(res / "data" / "splits.csv"), load_stats(res / "data" / "norm_stats.json")
     tile_size = source_setting(cfg["sources"][0], "tile_size", p["data"]["tile_size"], p["data"].get("per_source"))
     tiles = load_seg_tiles(cfg["sources"], splits, stats, tile_size, progress=progress)
-    train, val, test = tiles.split("train"), tiles.split("val"), tiles.split("test")
-    budgets = label_budgets(len(train), cfg["budgets"], seed, masks=train.Y)
+    train = tiles.split("train")
+    return WildfireTask(cfg, seed, tiles, train, tiles.split("val"), tiles.split("test"),
+                        label_budgets(len(train), cfg["budgets"], seed, masks=train.Y), stats,
+                        models_dir(profile) / "teacher.safetensors")
+
+
+def run_wildfire(profile: str, progress: bool = True) -> dict:
+    """Train and evaluate every model at every label budget; write metrics, predictions and curves."""
+    task = load_task(profile, progress)
+    cfg, seed, tiles, stats, budgets = task.cfg, task.seed, task.tiles, task.stats, task.budgets
+    train, val, test = task.train, task.val, task.test
+    out = results_dir(profile) / "wildfire"
+    out.mkdir(parents=True, exist_ok=True)
     (out / "budgets.json").write_text(json.dumps({"train_tiles": train.rows[["path", "row_off", "col_off"]].values.tolist(),
                                                   "budgets": budgets}, indent=1) + "\n")
     norm_key = stats_key(cfg["sources"][0], str(tiles.rows["product"].iat[0]))
     entry = stats[norm_key]
-    teacher = models_dir(profile) / "teacher.safetensors"
+    teacher = task.teacher
     check_model_order(cfg["models"])
     student = student_spec(profile, cfg) if set(cfg["models"]) & set(STUDENT_MODELS) else None
     results, curves, histories, timings = {}, {}, {}, {}
@@ -496,6 +522,6 @@ def load_test_predictions(profile: str) -> dict:
         return {k.replace("__", "/"): z[k] for k in z.files}
 
 
-__all__ = ["MODELS", "ClassicalIndex", "spectral_indices", "change_indices", "run_wildfire", "load_test_predictions",
+__all__ = ["MODELS", "load_task", "WildfireTask", "ClassicalIndex", "spectral_indices", "change_indices", "run_wildfire", "load_test_predictions",
            "save_wildfire_models", "fit_cloud_rule", "fit_dense", "score_val_test", "score_probs", "pretraining_ablation", "model_tag", "goal_check",
            "scene_labels", "split_pixels", "read_scene_output", "scene_split_confusion", "positive_in_ignored", "run_scene_check"]
