@@ -1,0 +1,106 @@
+"""Chapter 5's training choices, measured one run at a time: is the megafauna gap to the goal one of training length
+or of the heat-map's width?
+
+Each ``--run MODEL,BUDGET,STEPS,LR,SEED[,SIGMA]`` trains one learned detector of chapter 5 (``unet_scratch``,
+``teacher_unet``, ...) on the profile's label budget of degraded seal images with
+:func:`vhrfm.apps.megafauna.fit_detector` (the profile's schedule with STEPS, LR and the heat-map Gaussian
+``sigma_m`` SIGMA put in; the profile's output prior) and scores it with
+:func:`~vhrfm.apps.megafauna.score_val_test` as the chapter does: threshold of best validation F1, test precision /
+recall / F1 / AP at it, test at the lowest validation threshold reaching the profile's ``precision_target``, and the
+WorldView-3 chips at the validation threshold. It needs the profile's outputs of ``dvc repro`` (splits,
+normalisation statistics, the teacher). A run with the profile's own settings and seed 0 reproduces the chapter's
+main-table entry. Students are not run here (they need the main table's teachers).
+
+    python scripts/megafauna_training_study.py --run unet_scratch,100%,600,0.001,0 --run teacher_unet,100%,150,0.001,1
+
+Prints a JSON line per run, then the mean over seeds of each setting; ``--out FILE`` writes them as JSON too.
+Choose settings on the validation columns: the test columns are the held-out split.
+
+``results/studies/megafauna_training.json`` (committed; not a pipeline output) was written on the cpu profile by
+``--run M,100%,150,0.001,S --run M,100%,600,0.001,S`` for M in unet_scratch, anyband_unet_scratch, teacher_unet and
+S in 0, 1, with ``--out results/studies/megafauna_training.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+SETTING = ("model", "budget", "steps", "lr", "sigma_m")
+MEANS = ("val_f1", "test_precision", "test_recall", "test_f1", "test_ap")
+
+
+def parse_run(spec: str) -> dict:
+    """``MODEL,BUDGET,STEPS,LR,SEED[,SIGMA]`` -> its fields (SIGMA None when not given)."""
+    parts = spec.split(",")
+    if len(parts) not in (5, 6):
+        raise ValueError(f"--run {spec!r}: expected MODEL,BUDGET,STEPS,LR,SEED[,SIGMA]")
+    return {"model": parts[0], "budget": parts[1], "steps": int(parts[2]), "lr": float(parts[3]), "seed": int(parts[4]),
+            "sigma_m": float(parts[5]) if len(parts) == 6 else None}
+
+
+def run(specs: list[str], profile: str) -> list[dict]:
+    from vhrfm.apps.megafauna import (decode, det_metrics, fit_detector, load_task, predict_heat, score_detections,
+                                      score_val_test)
+    from vhrfm.heads import DENSE_MODELS, STUDENT_MODELS
+
+    runs = [parse_run(s) for s in specs]
+    for r in runs:
+        if r["model"] not in DENSE_MODELS or r["model"] in STUDENT_MODELS:
+            raise ValueError(f"--run {r['model']!r}: a teacher or from-scratch detector of chapter 5 (not classical, "
+                             "not a student)")
+    task = load_task(profile, progress=False)
+    rows = []
+    for r0 in runs:
+        model_name, budget, seed = r0["model"], r0["budget"], r0["seed"]
+        c = dict(task.cfg, steps=r0["steps"], lr=r0["lr"],
+                 sigma_m=task.cfg["sigma_m"] if r0["sigma_m"] is None else r0["sigma_m"])
+        t0 = time.perf_counter()
+        model, history = fit_detector(model_name, task.train.subset(task.budgets[budget]), task.teacher, seed, c,
+                                      output_prior=c.get("heatmap_prior"),
+                                      desc=f"{model_name} {budget} {c['steps']} steps seed {seed}")
+        heat = lambda d: predict_heat(model, d)  # noqa: E731
+        m, _, _, _ = score_val_test(heat, task.val, task.test, c, seed)
+        sat = det_metrics(score_detections(decode(heat(task.sat), task.sat), task.sat, c["radius_m"]), m["threshold"], 0)
+        target = m.get("at_precision_target") or {}
+        row = {"model": model_name, "budget": budget, "steps": c["steps"], "lr": c["lr"], "sigma_m": c["sigma_m"],
+               "seed": seed, "seconds": round(time.perf_counter() - t0, 1), "val_f1": m["val"]["f1"],
+               "test_precision": m["precision"], "test_recall": m["recall"], "test_f1": m["f1"], "test_ap": m["ap"],
+               "test_f1_ci95": m["f1_ci95"], "loss_last10": float(np.mean(history[-10:])),
+               **{f"at_target_test_{k}": target.get(k) for k in ("precision", "recall", "f1")},
+               **{f"satellite_{k}": sat[k] for k in ("precision", "recall", "f1")}}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean over seeds of each (model, budget, steps, lr, sigma_m)."""
+    groups = defaultdict(list)
+    for r in rows:
+        groups[tuple(r[k] for k in SETTING)].append(r)
+    return [{**dict(zip(SETTING, key)), "seeds": [r["seed"] for r in rs],
+             **{f"{k}_mean": float(np.mean([r[k] for r in rs])) for k in MEANS}} for key, rs in groups.items()]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", action="append", required=True, metavar="MODEL,BUDGET,STEPS,LR,SEED[,SIGMA]")
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--out", type=Path, help="also write the runs and their means here (JSON)")
+    a = ap.parse_args(argv)
+    rows = run(a.run, a.profile)
+    summary = summarise(rows)
+    for s in summary:
+        print(json.dumps(s))
+    if a.out:
+        a.out.write_text(json.dumps({"profile": a.profile, "runs": rows, "means": summary}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
