@@ -23,13 +23,15 @@ S in 0, 1, with ``--out results/studies/megafauna_training.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_study.py, however this file is loaded
+from _study import mean_over_seeds, study_main  # noqa: E402
 
 SETTING = ("model", "budget", "steps", "lr", "sigma_m")
 MEANS = ("val_f1", "test_precision", "test_recall", "test_f1", "test_ap")
@@ -81,25 +83,11 @@ def run(specs: list[str], profile: str) -> list[dict]:
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean over seeds of each (model, budget, steps, lr, sigma_m)."""
-    groups = defaultdict(list)
-    for r in rows:
-        groups[tuple(r[k] for k in SETTING)].append(r)
-    return [{**dict(zip(SETTING, key)), "seeds": [r["seed"] for r in rs],
-             **{f"{k}_mean": float(np.mean([r[k] for r in rs])) for k in MEANS}} for key, rs in groups.items()]
+    return mean_over_seeds(rows, SETTING, MEANS)
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", action="append", required=True, metavar="MODEL,BUDGET,STEPS,LR,SEED[,SIGMA]")
-    ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--out", type=Path, help="also write the runs and their means here (JSON)")
-    a = ap.parse_args(argv)
-    rows = run(a.run, a.profile)
-    summary = summarise(rows)
-    for s in summary:
-        print(json.dumps(s))
-    if a.out:
-        a.out.write_text(json.dumps({"profile": a.profile, "runs": rows, "means": summary}, indent=1) + "\n")
+    study_main(argv, __doc__, "MODEL,BUDGET,STEPS,LR,SEED[,SIGMA]", run, summarise)
 
 
 if __name__ == "__main__":

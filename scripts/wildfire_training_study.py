@@ -21,13 +21,18 @@ and S in 0, 1, 2, with ``--out results/studies/wildfire_training.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_study.py, however this file is loaded
+from _study import mean_over_seeds, study_main  # noqa: E402
+
+SETTING = ("model", "budget", "steps", "lr", "dice_weight")
+MEANS = ("val_f1", "test_precision", "test_recall", "test_f1")
 
 
 def parse_run(spec: str) -> dict:
@@ -69,29 +74,11 @@ def run(specs: list[str], profile: str) -> list[dict]:
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean over seeds of each (model, budget, steps, lr, dice_weight)."""
-    groups = defaultdict(list)
-    for r in rows:
-        groups[(r["model"], r["budget"], r["steps"], r["lr"], r["dice_weight"])].append(r)
-    out = []
-    for (model, budget, steps, lr, dice), rs in groups.items():
-        mean = {k: float(np.mean([r[k] for r in rs])) for k in ("val_f1", "test_precision", "test_recall", "test_f1")}
-        out.append({"model": model, "budget": budget, "steps": steps, "lr": lr, "dice_weight": dice,
-                    "seeds": [r["seed"] for r in rs], **{f"{k}_mean": v for k, v in mean.items()}})
-    return out
+    return mean_over_seeds(rows, SETTING, MEANS)
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", action="append", required=True, metavar="MODEL,BUDGET,STEPS,LR,SEED[,DICE]")
-    ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--out", type=Path, help="also write the runs and their means here (JSON)")
-    a = ap.parse_args(argv)
-    rows = run(a.run, a.profile)
-    summary = summarise(rows)
-    for s in summary:
-        print(json.dumps(s))
-    if a.out:
-        a.out.write_text(json.dumps({"profile": a.profile, "runs": rows, "means": summary}, indent=1) + "\n")
+    study_main(argv, __doc__, "MODEL,BUDGET,STEPS,LR,SEED[,DICE]", run, summarise)
 
 
 if __name__ == "__main__":

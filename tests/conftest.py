@@ -57,3 +57,19 @@ def smoke_splits(real_data):
 
     df = build_splits("smoke")
     return df, compute_stats(df, "smoke", progress=False)
+
+
+@pytest.fixture
+def load_script():
+    """``load_script("name")``: the module ``scripts/name.py``, loaded from its file as ``python scripts/name.py`` would."""
+    import importlib.util
+
+    from vhrfm.config import project_root
+
+    def _load(name: str):
+        spec = importlib.util.spec_from_file_location(name, project_root() / "scripts" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return _load

@@ -1,6 +1,5 @@
 """scripts/device_pretrain_scaling.py: the pieces that decide whether a GPU lease's result comes back intact."""
 
-import importlib.util
 import subprocess
 import sys
 
@@ -13,12 +12,9 @@ from vhrfm.config import project_root
 SCRIPT = project_root() / "scripts" / "device_pretrain_scaling.py"
 
 
-@pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("device_pretrain_scaling", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+@pytest.fixture
+def script(load_script):
+    return load_script("device_pretrain_scaling")
 
 
 def test_shards_round_trip_within_fp16(script, tmp_path, monkeypatch):

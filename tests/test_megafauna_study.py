@@ -1,24 +1,11 @@
 """scripts/megafauna_training_study.py: its summary is the mean over seeds of each setting, it parses its runs and
 refuses models it cannot train alone before reading any data."""
 
-import importlib.util
-
 import pytest
 
-from vhrfm.config import project_root
 
-SCRIPT = project_root() / "scripts" / "megafauna_training_study.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("megafauna_training_study", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_summary_is_the_mean_over_seeds_of_each_setting():
-    mod = _load()
+def test_summary_is_the_mean_over_seeds_of_each_setting(load_script):
+    mod = load_script("megafauna_training_study")
     row = {"model": "u", "budget": "100%", "lr": 1e-3, "sigma_m": 0.45, "test_precision": 0.9, "test_recall": 0.5}
     rows = [{**row, "steps": 150, "seed": s, "val_f1": v, "test_f1": t, "test_ap": a}
             for s, v, t, a in ((0, 0.8, 0.7, 0.6), (1, 0.6, 0.5, 0.2))]
@@ -31,8 +18,8 @@ def test_summary_is_the_mean_over_seeds_of_each_setting():
     assert out[150, 0.3]["test_f1_mean"] == pytest.approx(0.1) and out[600, 0.45]["test_f1_mean"] == 1.0
 
 
-def test_a_run_needs_its_fields_and_a_model_it_can_train():
-    mod = _load()
+def test_a_run_needs_its_fields_and_a_model_it_can_train(load_script):
+    mod = load_script("megafauna_training_study")
     with pytest.raises(SystemExit):
         mod.main([])  # --run is required
     with pytest.raises(ValueError, match="MODEL,BUDGET,STEPS,LR,SEED"):

@@ -1,23 +1,10 @@
 """scripts/wildfire_training_study.py: its summary is the mean over seeds of each setting, and it parses its runs."""
 
-import importlib.util
-
 import pytest
 
-from vhrfm.config import project_root
 
-SCRIPT = project_root() / "scripts" / "wildfire_training_study.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("wildfire_training_study", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_summary_is_the_mean_over_seeds_of_each_setting():
-    mod = _load()
+def test_summary_is_the_mean_over_seeds_of_each_setting(load_script):
+    mod = load_script("wildfire_training_study")
     row = {"model": "u", "budget": "10%", "lr": 1e-3, "dice_weight": 0.0}
     rows = [{**row, "steps": 80, "seed": s, "val_f1": v, "test_precision": 0.9, "test_recall": 0.5, "test_f1": t}
             for s, v, t in ((0, 0.8, 0.7), (1, 0.6, 0.5))]
@@ -29,8 +16,8 @@ def test_summary_is_the_mean_over_seeds_of_each_setting():
     assert out[240]["test_f1_mean"] == 1.0
 
 
-def test_a_run_needs_its_fields():
-    mod = _load()
+def test_a_run_needs_its_fields(load_script):
+    mod = load_script("wildfire_training_study")
     with pytest.raises(SystemExit):
         mod.main([])  # --run is required
     with pytest.raises(ValueError, match="MODEL,BUDGET,STEPS,LR,SEED"):
