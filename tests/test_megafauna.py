@@ -170,3 +170,19 @@ def test_prior_ablation_retrains_with_the_default_bias_through_the_main_loops_he
     with pytest.raises(ValueError, match="not in the main run"):
         mf.prior_ablation({**cfg, "prior_ablation": {"models": ["unet_scratch"], "budget": "50%"}}, imgs, imgs, imgs,
                           {"50%": [0]}, main, "t", seed=7, student=None, progress=False)
+
+
+def test_load_task_is_what_the_chapter_trained_on(real_data):
+    """The studies start from ``load_task``: on the smoke profile it gives the chapter's own training images and
+    label budgets, as the megafauna stage recorded them (its budgets.json), and the five WorldView-3 chips."""
+    import json
+
+    from vhrfm.apps.megafauna import load_task
+    from vhrfm.config import models_dir, results_dir
+
+    rec = json.loads((results_dir("smoke") / "megafauna" / "budgets.json").read_text())
+    t = load_task("smoke", progress=False)
+    assert t.train.rows.path.tolist() == rec["train_images"]
+    assert {b: [int(i) for i in idx] for b, idx in t.budgets.items()} == rec["budgets"]
+    assert len(t.train) + len(t.val) + len(t.test) == len(t.seals) and len(t.sat) == 5
+    assert t.teacher == models_dir("smoke") / "teacher.safetensors"

@@ -403,3 +403,19 @@ def test_dice_term_is_bce_plus_weighted_soft_dice_on_labelled_pixels():
         hist = train_segmenter(Const(), tiles, steps=1, batch_size=2, lr=1e-3, crop=8, seed=0, dice_weight=w,
                                progress=False)
         assert hist[0] == pytest.approx(bce + w * dice, rel=1e-5)
+
+
+def test_load_task_is_what_the_chapter_trained_on(real_data):
+    """The studies start from ``load_task``: on the smoke profile it gives the chapter's own training tiles and
+    label budgets, as the wildfire stage recorded them (its budgets.json)."""
+    import json
+
+    from vhrfm.apps.wildfire import load_task
+    from vhrfm.config import models_dir, results_dir
+
+    rec = json.loads((results_dir("smoke") / "wildfire" / "budgets.json").read_text())
+    t = load_task("smoke", progress=False)
+    assert t.train.rows[["path", "row_off", "col_off"]].values.tolist() == rec["train_tiles"]
+    assert {b: [int(i) for i in idx] for b, idx in t.budgets.items()} == rec["budgets"]
+    assert set(t.tiles.rows.split) == {"train", "val", "test"} and len(t.val) and len(t.test)
+    assert t.teacher == models_dir("smoke") / "teacher.safetensors" and t.cfg["budgets"].keys() == t.budgets.keys()
