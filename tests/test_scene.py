@@ -100,7 +100,7 @@ def test_scene_outputs_match_pixelwise_model(tmp_path, classical):
     assert summary["gsd_m"] == 2.0 and summary["tiles"] == s["tiles"] > 1 and "GSD" not in " ".join(summary["notes"])
     # the stages of a small scene take milliseconds or less: the summary keeps 4 significant digits of each, not
     # whole milliseconds (a classical index under 0.5 ms read 0 in a benchmark)
-    assert summary["timing_s"] and all(0 <= v <= summary["runtime_s"] for v in summary["timing_s"].values())
+    assert summary["timing_s"] and all(0 <= v <= 1.001 * summary["runtime_s"] for v in summary["timing_s"].values())
     assert any(v != round(v, 3) for v in summary["timing_s"].values())
     assert (out / "scene_map.html").read_text().count("leaflet") > 0 and (out / "scene_preview.png").stat().st_size > 0
     assert not list(out.glob(".vhrfm-partial-*"))
