@@ -2,6 +2,7 @@
 efficiency of chapter 2, on small synthetic networks and rasters."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -116,6 +117,67 @@ def test_cli_predict_onnx_runtime_writes_the_torch_mask(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["predict", str(tmp_path / "scene.tif"), "-o", str(tmp_path / "bad"), "--model",
                                  str(card), "--runtime", "tensorrt"])
     assert isinstance(r.exception, VHRFMInputError) and not (tmp_path / "bad").exists()
+
+
+def _d4_reference(probs, raw, valid):
+    """The mean over the 8 rotations and flips of ``probs(view of raw, view of valid)``, each turned back: written
+    with numpy's rot90 and flips, independently of the package's D4 helpers."""
+    acc = 0.0
+    for flip in (False, True):
+        for k in range(4):
+            def view(a):
+                a = np.rot90(a, k, axes=(-2, -1))
+                return np.ascontiguousarray(a[..., ::-1] if flip else a)
+            p = probs(view(raw), view(valid))
+            acc = acc + np.rot90(p[..., ::-1] if flip else p, -k, axes=(-2, -1))
+    return acc / 8
+
+
+def test_test_time_augmentation_averages_the_eight_views_in_either_runtime():
+    m = TaskModel(_card(kind="segmenter"), _segmenter())
+    t = replace(m, tta=True)
+    raw, valid = _raw(), np.ones((3, 64, 64), bool)
+    valid[0, :10] = False
+    plain, got = m.probs(raw, valid=valid), t.probs(raw, valid=valid)
+    np.testing.assert_allclose(got, _d4_reference(lambda r, v: m.probs(r, valid=v), raw, valid), atol=1e-6)
+    assert np.abs(got - plain).max() > 1e-4  # the net is not D4-equivariant: the mean is not the plain prediction
+    o = onnx_task_model(t)
+    assert o.tta and isinstance(o.net, OnnxNet)
+    np.testing.assert_allclose(o.probs(raw, valid=valid), got, atol=1e-4)
+    other = ["nir", "red", "green"], [842.0, 665.0, 560.0], [115.0, 30.0, 35.0], [90.0] * 3, [40.0] * 3
+    assert t.for_bands(*other).tta and not m.for_bands(*other).tta
+    rule = TaskModel(_card(kind="classical", classical={"type": "index", "index": "darkness", "range": [-250, 0]}))
+    assert rule.probs(raw).std() > 0.01
+    np.testing.assert_array_equal(replace(rule, tta=True).probs(raw), rule.probs(raw))  # a rule is left as it is
+
+
+def test_cli_predict_tta_maps_the_scene_with_the_averaged_model(tmp_path):
+    import rasterio
+    from rasterio.transform import from_origin
+
+    from vhrfm.apps.scene import predict_array
+
+    card = save_task_model(tmp_path / "seg", _segmenter(), _card(kind="segmenter", head_width=16,
+                                                                 encoder={"arch": "mobilenetv3_small_anyband",
+                                                                          "arch_kwargs": {}}))
+    arr = np.random.default_rng(2).integers(20, 230, (3, 90, 77)).astype(np.uint8)
+    with rasterio.open(tmp_path / "scene.tif", "w", driver="GTiff", width=77, height=90, count=3, dtype="uint8",
+                       crs="EPSG:32628", transform=from_origin(400000, 3100000, 2.0, 2.0)) as dst:
+        dst.write(arr)
+    probs, summaries = {}, {}
+    for flag in ([], ["--tta"]):
+        out = tmp_path / ("tta" if flag else "plain")
+        r = CliRunner().invoke(app, ["predict", str(tmp_path / "scene.tif"), "-o", str(out), "--model", str(card),
+                                     "--tile", "64", "--batch-size", "2", "--quiet", "--no-map", *flag])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.output.splitlines()[0])["tta"] is bool(flag)
+        summaries[bool(flag)] = json.loads((out / "scene_summary.json").read_text())
+        with rasterio.open(out / "scene_prob.tif") as src:
+            probs[bool(flag)] = src.read(1)
+    assert summaries[True]["tta"] is True and summaries[False]["tta"] is False
+    want = predict_array(replace(load_task_model(card), tta=True), arr.astype(np.float32), 2.0, tile=64, batch_size=2)
+    np.testing.assert_allclose(probs[True], want, atol=1e-6)
+    assert np.abs(probs[True] - probs[False]).max() > 1e-4
 
 
 def test_light_head_fuses_at_a_coarser_level_and_round_trips(tmp_path):

@@ -23,6 +23,7 @@ import rasterio
 
 from vhrfm.data.io import iter_tiles, raster_info
 from vhrfm.data.normalize import Normalizer, band_statistics
+from vhrfm.timing import significant
 
 DEFAULT_IO_FILES = (
     "pretrain/worldview2_8band_pansharpening/pan.tif",   # GeoTIFF, striped, uint16
@@ -180,11 +181,6 @@ def run_pretrain(out_dir: Path, profile: str = "cpu", steps: int = 20) -> Path:
     return path
 
 
-def _sig(x: float, digits: int = 4) -> float:
-    """``x`` to ``digits`` significant digits (tiny timings keep their precision)."""
-    return float(f"{x:.{digits}g}")
-
-
 def mosaic_scene(src_path: str | Path, out_path: str | Path, reps: int) -> Path:
     """A ``reps`` x ``reps`` mosaic of a real georeferenced scene (copied window by window), to vary scene size."""
     with rasterio.open(src_path) as src:
@@ -260,14 +256,14 @@ def bench_scene(card: str | Path, scene: str | Path, reps: tuple[int, ...] = (1,
             s = json.loads(proc.stdout.strip().splitlines()[-1])
             mpx = s["width"] * s["height"] / 1e6
             out.append({"mosaic": f"{r}x{r}", "runtime": runtime, "network": s["network"], "width": s["width"], "height": s["height"], "megapixels": round(mpx, 3),
-                        "tiles": s["tiles"], "end_to_end_s": s["runtime_s"], "end_to_end_mpx_s": _sig(mpx / s["runtime_s"]),
-                        "model_only_s": _sig(s["model_only_s"]),
-                        "model_only_mpx_s": _sig(mpx / s["model_only_s"]),
-                        "ratio_end_to_end_vs_model": _sig(s["model_only_s"] / s["runtime_s"]),
+                        "tiles": s["tiles"], "end_to_end_s": s["runtime_s"], "end_to_end_mpx_s": significant(mpx / s["runtime_s"]),
+                        "model_only_s": significant(s["model_only_s"]),
+                        "model_only_mpx_s": significant(mpx / s["model_only_s"]),
+                        "ratio_end_to_end_vs_model": significant(s["model_only_s"] / s["runtime_s"]),
                         # the model's own share of the run (its calls inside the prediction, same windows, same process
                         # state): the stricter reading, insensitive to what ran before the separate model-only loop
-                        "ratio_end_to_end_vs_model_in_run": _sig(s["timing_s"]["model_s"] / s["runtime_s"]),
-                        "timing_s": s["timing_s"], "warmup_batch_s": _sig(s["warmup_s"]), "peak_rss_mb": s["peak_rss_mb"]})
+                        "ratio_end_to_end_vs_model_in_run": significant(s["timing_s"]["model_s"] / s["runtime_s"]),
+                        "timing_s": s["timing_s"], "warmup_batch_s": significant(s["warmup_s"]), "peak_rss_mb": s["peak_rss_mb"]})
     return out
 
 
@@ -290,8 +286,8 @@ def run_scene(out_dir: Path, profile: str = "cpu", task: str = "wildfire") -> Pa
     ref = runs["teacher_torch"]["end_to_end_s"]
     runtimes = {"mosaic": "2x2", "models": {k: Path(v).stem for k, v in models.items()},
                 "end_to_end_s": {k: r["end_to_end_s"] for k, r in runs.items()},
-                "model_s": {k: _sig(r["timing_s"]["model_s"]) for k, r in runs.items()},
-                "speedup_vs_teacher_torch": {k: _sig(ref / r["end_to_end_s"]) for k, r in runs.items()},
+                "model_s": {k: significant(r["timing_s"]["model_s"]) for k, r in runs.items()},
+                "speedup_vs_teacher_torch": {k: significant(ref / r["end_to_end_s"]) for k, r in runs.items()},
                 "peak_rss_mb": {k: r["peak_rss_mb"] for k, r in runs.items()}}
     out = {"benchmark": "scene", "task": task, "model": card.stem, "profile": profile,
            "device": "cuda" if torch.cuda.is_available() else "cpu", "torch_threads": torch.get_num_threads(),

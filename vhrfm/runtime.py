@@ -14,6 +14,7 @@ folder that is removed with the wrapper.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -89,11 +90,9 @@ class OnnxNet:
 def onnx_task_model(model, threads: int | None = None):
     """``model`` (a :class:`~vhrfm.apps.taskmodel.TaskModel`) with its network run by ONNX Runtime; a classical rule
     (no network) is returned unchanged."""
-    from vhrfm.apps.taskmodel import TaskModel
-
     if model.net is None:
         return model
-    return TaskModel(model.card, OnnxNet(model.net, threads=threads))
+    return dataclasses.replace(model, net=OnnxNet(model.net, threads=threads))
 
 
 def with_runtime(model, runtime: str):

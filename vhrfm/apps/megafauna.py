@@ -31,7 +31,7 @@ import torch
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from vhrfm.apps.segmentation import label_budgets, lowest_threshold_reaching
+from vhrfm.apps.segmentation import AppTask, d4_mean, label_budgets, lowest_threshold_reaching
 from vhrfm.apps.taskmodel import deployment_picks
 from vhrfm.config import data_dir, load_profile, models_dir, results_dir
 from vhrfm.data.io import open_raster
@@ -452,13 +452,19 @@ def train_detector(model, imgs: DetImages | list[DetImages], *, steps: int, batc
 
 
 @torch.no_grad()
-def predict_heat(model, imgs: DetImages, batch_size: int = 32) -> np.ndarray:
+def predict_heat(model, imgs: DetImages, batch_size: int = 32, tta: bool = False) -> np.ndarray:
+    """The heat map of every image (zero outside its valid pixels). With ``tta``: the mean over the 8 rotations
+    and flips of each image, each turned back (:func:`vhrfm.apps.segmentation.d4_mean`; 8x the inference)."""
     model.eval()
     wl, wd = torch.from_numpy(imgs.wavelengths), torch.from_numpy(imgs.widths)
     out = []
     for i in range(0, len(imgs), batch_size):
         x = _bands_for(model, imgs, torch.from_numpy(imgs.X[i:i + batch_size]))
-        out.append(torch.sigmoid(model(x, wl, torch.from_numpy(imgs.gsd[i:i + batch_size]).float(), wd)[:, 0]).numpy())
+        gsd = torch.from_numpy(imgs.gsd[i:i + batch_size]).float()
+
+        def predict(v):
+            return torch.sigmoid(model(v, wl, gsd, wd)[:, 0])
+        out.append((d4_mean(predict, x) if tta else predict(x)).numpy())
     return np.concatenate(out).astype(np.float32) * imgs.valid
 
 
@@ -519,20 +525,12 @@ def prior_ablation(cfg: dict, train: DetImages, val: DetImages, test: DetImages,
 
 
 @dataclass
-class MegafaunaTask:
-    """A profile's megafauna task as chapter 5 trains and scores it: settings, degraded seals split, the WorldView-3
-    chips, label budgets."""
+class MegafaunaTask(AppTask):
+    """A profile's megafauna task as chapter 5 trains and scores it: ``train`` / ``val`` / ``test`` are splits of
+    ``seals`` (drone seal images degraded to satellite GSD); ``sat`` the WorldView-3 whale chips."""
 
-    cfg: dict
-    seed: int
     seals: DetImages
     sat: DetImages
-    train: DetImages
-    val: DetImages
-    test: DetImages
-    budgets: dict           # budget name -> indices into ``train`` (nested, seeded)
-    stats: dict             # normalisation statistics of the data stage
-    teacher: Path           # the pretrained teacher's weights (a profile output)
 
 
 def load_task(profile: str, progress: bool = True) -> MegafaunaTask:
@@ -543,20 +541,20 @@ def load_task(profile: str, progress: bool = True) -> MegafaunaTask:
     splits, stats = pd.read_csv(res / "data" / "splits.csv"), load_stats(res / "data" / "norm_stats.json")
     seals = load_seal_images(splits, stats, cfg["degrade"], progress=progress)
     train = seals.split("train")
-    return MegafaunaTask(cfg, seed, seals, load_beluga_images(stats, splits), train, seals.split("val"),
-                         seals.split("test"), label_budgets(len(train), cfg["budgets"], seed), stats,
-                         models_dir(profile) / "teacher.safetensors")
+    return MegafaunaTask(cfg=cfg, seed=seed, train=train, val=seals.split("val"), test=seals.split("test"),
+                         budgets=label_budgets(len(train), cfg["budgets"], seed), stats=stats,
+                         teacher=models_dir(profile) / "teacher.safetensors", seals=seals,
+                         sat=load_beluga_images(stats, splits))
 
 
 def run_megafauna(profile: str, progress: bool = True) -> dict:
     """Train every model at every label budget on degraded seals; test on degraded seals and on WorldView-3 whales."""
     task = load_task(profile, progress)
     cfg, seed, seals, sat, stats, budgets = task.cfg, task.seed, task.seals, task.sat, task.stats, task.budgets
-    train, val, test = task.train, task.val, task.test
+    train, val, test, teacher = task.train, task.val, task.test, task.teacher
     out = results_dir(profile) / "megafauna"
     out.mkdir(parents=True, exist_ok=True)
     (out / "budgets.json").write_text(json.dumps({"train_images": train.rows.path.tolist(), "budgets": budgets}, indent=1) + "\n")
-    teacher = task.teacher
     check_model_order(cfg["models"])
     student = student_spec(profile, cfg) if set(cfg["models"]) & set(STUDENT_MODELS) else None
     radius = cfg["radius_m"]
@@ -698,8 +696,6 @@ def run_scene_check(profile: str, progress: bool = False) -> dict:
     """Run the deployed detector on each WorldView-3 chip as ``vhrfm predict --task megafauna CHIP --sensor
     worldview3`` does (PAN, normalised by the chip's own statistics), score the written points against the
     labels, and add the result to ``metrics.json`` under ``"scene"``."""
-    from pathlib import Path
-
     import geopandas as gpd
 
     from vhrfm.apps.scene import adapt_to_scene, predict_points_scene

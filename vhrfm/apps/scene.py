@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from vhrfm.apps.taskmodel import TaskModel
 from vhrfm.data.io import RasterWriter, Stitcher, open_raster, read_window, tile_grid
 from vhrfm.errors import VHRFMInputError
+from vhrfm.timing import significant
 
 PROB_NODATA = -1.0
 MASK_NODATA = 255
@@ -405,7 +406,7 @@ def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, t
                              "(--no-cloud-mask keeps them)")
             summary = {
                 "scene": str(scene), "task": model.card.get("task"), "model": model.card.get("name"),
-                "model_kind": model.card.get("kind"), "threshold": thr,
+                "model_kind": model.card.get("kind"), "threshold": thr, "tta": model.tta,
                 "width": W, "height": H, "bands": model.card["bands"], "crs": crs.to_string(), "gsd_m": round(gsd, 4),
                 "tile": tile, "overlap": int(overlap), "tiles": len(grid),
                 "valid_pixels": n_valid, "positive_pixels": n_pos,
@@ -416,7 +417,7 @@ def predict_scene(scene: str | Path, model: TaskModel, out_dir: str | Path, *, t
                 "polygons_area_km2": round(float(gdf.area_m2.sum()) / 1e6, 6) if len(gdf) else 0.0,
                 "runtime_s": round(total, 6), "mpx_per_s": round(H * W / 1e6 / total, 3),
                 "model_mpx_per_s": round(H * W / 1e6 / max(timing["model_s"], 1e-9), 3),
-                "timing_s": {k: float(f"{v:.4g}") for k, v in timing.items()},  # 4 significant digits: a fast stage keeps its time
+                "timing_s": {k: significant(v) for k, v in timing.items()},  # a fast stage keeps its time
                 "peak_rss_mb": round(peak_rss_mb(), 1), "notes": notes,
                 "outputs": {k: f"{stem}_{k}.{ext}" for k, ext in (("prob", "tif"), ("mask", "tif"), ("polygons", "geojson"),
                                                                   ("summary", "json"))},
@@ -545,7 +546,7 @@ def predict_points_scene(scene: str | Path, model: TaskModel, out_dir: str | Pat
             total = time.perf_counter() - t_start
             summary = {
                 "scene": str(scene), "task": model.card.get("task"), "model": model.card.get("name"),
-                "model_kind": model.card.get("kind"), "threshold": thr, "radius_m": radius_m,
+                "model_kind": model.card.get("kind"), "threshold": thr, "tta": model.tta, "radius_m": radius_m,
                 "width": W, "height": H, "bands": model.card["bands"], "crs": src.crs.to_string() if src.crs else None,
                 "gsd_m": round(gsd_m, 4), "tile": tile, "overlap": int(overlap), "tiles": len(grid),
                 "count": int(len(det)), "candidates_above_min_score": int(len(allpk)),

@@ -8,6 +8,7 @@ Mask convention: 1 = positive (burned), 0 = negative, 255 = ignore (clouds, smok
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,22 @@ def load_seg_tiles(sources, splits: pd.DataFrame, stats: dict, tile_size: int, m
         keep.append(i)
     return SegTiles(np.stack(X), np.stack(Y), ds.table.iloc[keep].reset_index(drop=True), meta["wavelengths"],
                     meta["widths"], float(meta["gsd"]), meta["sensor"])
+
+
+@dataclass
+class AppTask:
+    """What an application chapter trains and scores, as one profile defines it: its settings, the training,
+    validation and test splits, the nested label budgets and the pretrained teacher. Each task adds its own data
+    (:class:`vhrfm.apps.wildfire.WildfireTask`, :class:`vhrfm.apps.megafauna.MegafaunaTask`)."""
+
+    cfg: dict               # the profile's settings of the task
+    seed: int
+    train: object           # the task's image or tile set (SegTiles, DetImages)
+    val: object
+    test: object
+    budgets: dict           # budget name -> indices into ``train`` (nested, seeded)
+    stats: dict             # normalisation statistics of the data stage
+    teacher: Path           # the pretrained teacher's weights (a profile output)
 
 
 def label_budgets(n_train: int, fractions: dict[str, float], seed: int,
@@ -275,6 +292,16 @@ def d4_invert(t: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
     return torch.rot90(t.flip(-1) if flip else t, -k, (-2, -1))
 
 
+def d4_mean(predict, x: torch.Tensor) -> torch.Tensor:
+    """Test-time augmentation over D4: the mean of ``predict`` (a batch (N, C, H, W) -> per-pixel maps (N, H, W))
+    on the 8 rotations and flips of ``x``, each map turned back (nadir imagery has no up; 8x the inference)."""
+    acc = None
+    for k, flip in D4:
+        p = d4_invert(predict(d4_apply(x, k, flip).contiguous()), k, flip)
+        acc = p.clone() if acc is None else acc + p
+    return acc / len(D4)
+
+
 @torch.no_grad()
 def predict_probs(model, tiles: SegTiles, batch_size: int = 16, tta: bool = False) -> np.ndarray:
     """The burned-class probability of every pixel of ``tiles``. With ``tta``: D4 test-time augmentation, the mean
@@ -286,12 +313,8 @@ def predict_probs(model, tiles: SegTiles, batch_size: int = 16, tta: bool = Fals
     for i in range(0, len(tiles), batch_size):
         x = torch.from_numpy(tiles.X[i:i + batch_size])
         gsd = torch.full((len(x),), tiles.gsd)
-        if not tta:
-            out.append(torch.sigmoid(model(x, wl, gsd, wd)[:, 0]).numpy())
-            continue
-        acc = torch.zeros(x.shape[0], *x.shape[-2:])
-        for k, flip in D4:
-            p = torch.sigmoid(model(d4_apply(x, k, flip).contiguous(), wl, gsd, wd)[:, 0])
-            acc += d4_invert(p, k, flip)
-        out.append((acc / len(D4)).numpy())
+
+        def predict(v):
+            return torch.sigmoid(model(v, wl, gsd, wd)[:, 0])
+        out.append((d4_mean(predict, x) if tta else predict(x)).numpy())
     return np.concatenate(out).astype(np.float32)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from vhrfm.apps.segmentation import d4_mean
 from vhrfm.data.io import atomic_path
 from vhrfm.errors import VHRFMInputError
 
@@ -57,10 +58,15 @@ def save_task_model(path: str | Path, model, card: dict) -> Path:
 
 @dataclass
 class TaskModel:
-    """A loaded task model: ``probs(raw)`` maps raw band values (N, C, H, W) to probabilities (N, H, W)."""
+    """A loaded task model: ``probs(raw)`` maps raw band values (N, C, H, W) to probabilities (N, H, W).
+
+    With ``tta`` a network's probabilities are the mean over the 8 rotations and flips of each window, each turned
+    back (D4 test-time augmentation, :func:`vhrfm.apps.segmentation.d4_mean`; 8x the inference). A classical rule
+    is left as it is (a spectral index is per pixel; the blob filter is isotropic)."""
 
     card: dict
     net: torch.nn.Module | None = None  # None for a classical rule (its settings are in card["classical"])
+    tta: bool = False
 
     @property
     def n_bands(self) -> int:
@@ -96,7 +102,7 @@ class TaskModel:
                 "widths": [float(v) for v in widths], "norm": {"key": "scene", "mean": [float(v) for v in mean],
                                                                "std": [float(v) for v in std]},
                 "trained_bands": self.card.get("trained_bands", self.card["bands"])}
-        return TaskModel(card, self.net)
+        return replace(self, card=card)
 
     def cloud(self, raw: np.ndarray) -> np.ndarray | None:
         """Pixels the card's cloud rule flags (N, H, W), or None when the card has none.
@@ -134,8 +140,12 @@ class TaskModel:
             return _scale01(score, *c["range"])
         wl = torch.tensor(self.card["wavelengths"], dtype=torch.float32)
         wd = torch.tensor(self.card["widths"], dtype=torch.float32)
-        logits = self.net(torch.from_numpy(x), wl, torch.full((len(x),), gsd), wd)[:, 0]
-        return torch.sigmoid(logits).numpy().astype(np.float32)
+        g = torch.full((len(x),), gsd)
+
+        def predict(v):
+            return torch.sigmoid(self.net(v, wl, g, wd)[:, 0])
+        x = torch.from_numpy(x)
+        return (d4_mean(predict, x) if self.tta else predict(x)).numpy().astype(np.float32)
 
 
 def encoder_card(model_name: str, model) -> dict:

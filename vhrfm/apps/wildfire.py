@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vhrfm.apps.segmentation import (SegTiles, at_precision_target, choose_threshold, label_budgets, load_seg_tiles,
-                                     pr_curve, predict_probs, seg_metrics, train_segmenter)
+from vhrfm.apps.segmentation import (AppTask, SegTiles, at_precision_target, choose_threshold, label_budgets,
+                                     load_seg_tiles, pr_curve, predict_probs, seg_metrics, train_segmenter)
 from vhrfm.apps.taskmodel import deployment_picks
 from vhrfm.config import load_profile, models_dir, results_dir
 from vhrfm.data.datasets import IGNORE, load_splits
@@ -246,18 +246,10 @@ def pretraining_ablation(spec: dict, cfg: dict, train: SegTiles, val: SegTiles, 
 
 
 @dataclass
-class WildfireTask:
-    """A profile's wildfire task as chapter 4 trains and scores it: settings, tiles, splits, label budgets."""
+class WildfireTask(AppTask):
+    """A profile's wildfire task as chapter 4 trains and scores it; ``tiles`` holds every split's tiles."""
 
-    cfg: dict
-    seed: int
     tiles: SegTiles
-    train: SegTiles
-    val: SegTiles
-    test: SegTiles
-    budgets: dict           # budget name -> indices into ``train`` (nested, seeded)
-    stats: dict             # normalisation statistics of the data stage
-    teacher: Path           # the pretrained teacher's weights (a profile output)
 
 
 def load_task(profile: str, progress: bool = True) -> WildfireTask:
@@ -269,15 +261,15 @@ def load_task(profile: str, progress: bool = True) -> WildfireTask:
     tile_size = source_setting(cfg["sources"][0], "tile_size", p["data"]["tile_size"], p["data"].get("per_source"))
     tiles = load_seg_tiles(cfg["sources"], splits, stats, tile_size, progress=progress)
     train = tiles.split("train")
-    return WildfireTask(cfg, seed, tiles, train, tiles.split("val"), tiles.split("test"),
-                        label_budgets(len(train), cfg["budgets"], seed, masks=train.Y), stats,
-                        models_dir(profile) / "teacher.safetensors")
+    return WildfireTask(cfg=cfg, seed=seed, train=train, val=tiles.split("val"), test=tiles.split("test"),
+                        budgets=label_budgets(len(train), cfg["budgets"], seed, masks=train.Y), stats=stats,
+                        teacher=models_dir(profile) / "teacher.safetensors", tiles=tiles)
 
 
 def run_wildfire(profile: str, progress: bool = True) -> dict:
     """Train and evaluate every model at every label budget; write metrics, predictions and curves."""
     task = load_task(profile, progress)
-    cfg, seed, tiles, stats, budgets = task.cfg, task.seed, task.tiles, task.stats, task.budgets
+    cfg, seed, tiles, stats, budgets, teacher = task.cfg, task.seed, task.tiles, task.stats, task.budgets, task.teacher
     train, val, test = task.train, task.val, task.test
     out = results_dir(profile) / "wildfire"
     out.mkdir(parents=True, exist_ok=True)
@@ -285,7 +277,6 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
                                                   "budgets": budgets}, indent=1) + "\n")
     norm_key = stats_key(cfg["sources"][0], str(tiles.rows["product"].iat[0]))
     entry = stats[norm_key]
-    teacher = task.teacher
     check_model_order(cfg["models"])
     student = student_spec(profile, cfg) if set(cfg["models"]) & set(STUDENT_MODELS) else None
     results, curves, histories, timings = {}, {}, {}, {}
@@ -471,8 +462,6 @@ def positive_in_ignored(pred: np.ndarray, y: np.ndarray) -> float:
 def run_scene_check(profile: str, progress: bool = False) -> dict:
     """Map every labelled scene whole with the deployed model (the code path of ``vhrfm predict``), score the
     outputs on the test split's pixels, and add the result to ``metrics.json`` under ``"scene"``."""
-    from pathlib import Path
-
     from vhrfm.apps.scene import predict_scene
     from vhrfm.apps.segmentation import scores_from_confusion
     from vhrfm.apps.taskmodel import load_task_model
