@@ -1,5 +1,5 @@
-"""Chapter 5's training choices, measured one run at a time: is the megafauna gap to the goal one of training length
-or of the heat-map's width?
+"""Chapter 5's training choices, measured one run at a time: is the megafauna gap to the goal one of training length,
+of the heat-map's width, or of test-time augmentation?
 
 Each ``--run MODEL,BUDGET,STEPS,LR,SEED[,SIGMA]`` trains one learned detector of chapter 5 (``unet_scratch``,
 ``teacher_unet``, ...) on the profile's label budget of degraded seal images with
@@ -7,7 +7,9 @@ Each ``--run MODEL,BUDGET,STEPS,LR,SEED[,SIGMA]`` trains one learned detector of
 ``sigma_m`` SIGMA put in; the profile's output prior) and scores it with
 :func:`~vhrfm.apps.megafauna.score_val_test` as the chapter does: threshold of best validation F1, test precision /
 recall / F1 / AP at it, test at the lowest validation threshold reaching the profile's ``precision_target``, and the
-WorldView-3 chips at the validation threshold. It needs the profile's outputs of ``dvc repro`` (splits,
+WorldView-3 chips at the validation threshold; then scores the same detector again with D4 test-time augmentation
+(``predict_heat(..., tta=True)``, what ``vhrfm predict --tta`` does; the ``tta_`` columns, threshold chosen again on
+validation). It needs the profile's outputs of ``dvc repro`` (splits,
 normalisation statistics, the teacher). A run with the profile's own settings and seed 0 reproduces the chapter's
 main-table entry. Students are not run here (they need the main table's teachers).
 
@@ -18,7 +20,9 @@ Choose settings on the validation columns: the test columns are the held-out spl
 
 ``results/studies/megafauna_training.json`` (committed; not a pipeline output) was written on the cpu profile by
 ``--run M,100%,150,0.001,S --run M,100%,600,0.001,S`` for M in unet_scratch, anyband_unet_scratch, teacher_unet and
-S in 0, 1, with ``--out results/studies/megafauna_training.json``.
+S in 0, 1, with ``--out results/studies/megafauna_training.json`` (before the ``tta_`` columns existed).
+``results/studies/megafauna_tta.json`` was written on the cpu profile by ``--run M,100%,150,0.001,S`` for the same
+M and S, with ``--out results/studies/megafauna_tta.json``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from _study import mean_over_seeds, study_main  # noqa: E402
 
 SETTING = ("model", "budget", "steps", "lr", "sigma_m")
 MEANS = ("val_f1", "test_precision", "test_recall", "test_f1", "test_ap")
+MEANS = (*MEANS, *(f"tta_{k}" for k in MEANS))
 
 
 def parse_run(spec: str) -> dict:
@@ -66,16 +71,20 @@ def run(specs: list[str], profile: str) -> list[dict]:
         model, history = fit_detector(model_name, task.train.subset(task.budgets[budget]), task.teacher, seed, c,
                                       output_prior=c.get("heatmap_prior"),
                                       desc=f"{model_name} {budget} {c['steps']} steps seed {seed}")
-        heat = lambda d: predict_heat(model, d)  # noqa: E731
-        m, _, _, _ = score_val_test(heat, task.val, task.test, c, seed)
-        sat = det_metrics(score_detections(decode(heat(task.sat), task.sat), task.sat, c["radius_m"]), m["threshold"], 0)
-        target = m.get("at_precision_target") or {}
         row = {"model": model_name, "budget": budget, "steps": c["steps"], "lr": c["lr"], "sigma_m": c["sigma_m"],
-               "seed": seed, "seconds": round(time.perf_counter() - t0, 1), "val_f1": m["val"]["f1"],
-               "test_precision": m["precision"], "test_recall": m["recall"], "test_f1": m["f1"], "test_ap": m["ap"],
-               "test_f1_ci95": m["f1_ci95"], "loss_last10": float(np.mean(history[-10:])),
-               **{f"at_target_test_{k}": target.get(k) for k in ("precision", "recall", "f1")},
-               **{f"satellite_{k}": sat[k] for k in ("precision", "recall", "f1")}}
+               "seed": seed, "loss_last10": float(np.mean(history[-10:]))}
+        for prefix, tta in (("", False), ("tta_", True)):  # the same detector, plain and with D4 test-time augmentation
+            heat = lambda d: predict_heat(model, d, tta=tta)  # noqa: E731
+            m, _, _, _ = score_val_test(heat, task.val, task.test, c, seed)
+            sat = det_metrics(score_detections(decode(heat(task.sat), task.sat), task.sat, c["radius_m"]),
+                              m["threshold"], 0)
+            target = m.get("at_precision_target") or {}
+            row |= {f"{prefix}seconds": round(time.perf_counter() - t0, 1), f"{prefix}val_f1": m["val"]["f1"],
+                    f"{prefix}test_precision": m["precision"], f"{prefix}test_recall": m["recall"],
+                    f"{prefix}test_f1": m["f1"], f"{prefix}test_ap": m["ap"], f"{prefix}test_f1_ci95": m["f1_ci95"],
+                    **{f"{prefix}at_target_test_{k}": target.get(k) for k in ("precision", "recall", "f1")},
+                    **{f"{prefix}satellite_{k}": sat[k] for k in ("precision", "recall", "f1")}}
+            t0 = time.perf_counter()
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows

@@ -6,7 +6,8 @@ import pytest
 
 def test_summary_is_the_mean_over_seeds_of_each_setting(load_script):
     mod = load_script("megafauna_training_study")
-    row = {"model": "u", "budget": "100%", "lr": 1e-3, "sigma_m": 0.45, "test_precision": 0.9, "test_recall": 0.5}
+    row = {"model": "u", "budget": "100%", "lr": 1e-3, "sigma_m": 0.45, "test_precision": 0.9, "test_recall": 0.5,
+           "tta_val_f1": 0.5, "tta_test_precision": 0.95, "tta_test_recall": 0.4, "tta_test_f1": 0.6, "tta_test_ap": 0.5}
     rows = [{**row, "steps": 150, "seed": s, "val_f1": v, "test_f1": t, "test_ap": a}
             for s, v, t, a in ((0, 0.8, 0.7, 0.6), (1, 0.6, 0.5, 0.2))]
     rows.append({**row, "steps": 150, "sigma_m": 0.3, "seed": 0, "val_f1": 0.1, "test_f1": 0.1, "test_ap": 0.1})
@@ -16,6 +17,7 @@ def test_summary_is_the_mean_over_seeds_of_each_setting(load_script):
     assert out[150, 0.45]["seeds"] == [0, 1]
     assert out[150, 0.45]["val_f1_mean"] == pytest.approx(0.7) and out[150, 0.45]["test_ap_mean"] == pytest.approx(0.4)
     assert out[150, 0.3]["test_f1_mean"] == pytest.approx(0.1) and out[600, 0.45]["test_f1_mean"] == 1.0
+    assert out[150, 0.45]["tta_test_precision_mean"] == pytest.approx(0.95)  # the same detector with TTA, meaned too
 
 
 def test_a_run_needs_its_fields_and_a_model_it_can_train(load_script):
