@@ -22,7 +22,8 @@ Choose settings on the validation columns: the test columns are the held-out spl
 ``--run M,100%,150,0.001,S --run M,100%,600,0.001,S`` for M in unet_scratch, anyband_unet_scratch, teacher_unet and
 S in 0, 1, with ``--out results/studies/megafauna_training.json`` (before the ``tta_`` columns existed).
 ``results/studies/megafauna_tta.json`` was written on the cpu profile by ``--run M,100%,150,0.001,S`` for the same
-M and S, with ``--out results/studies/megafauna_tta.json``.
+M and S, with ``--out results/studies/megafauna_tta.json``, and ``results/studies/megafauna_tta_600.json`` by
+``--run M,100%,600,0.001,S`` with ``--out results/studies/megafauna_tta_600.json``.
 """
 
 from __future__ import annotations
