@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_study.py, h
 from _study import mean_over_seeds, study_main  # noqa: E402
 
 SETTING = ("model", "budget", "steps", "lr", "sigma_m")
-MEANS = ("val_f1", "test_precision", "test_recall", "test_f1", "test_ap")
-MEANS = (*MEANS, *(f"tta_{k}" for k in MEANS))
+PLAIN = ("val_f1", "test_precision", "test_recall", "test_f1", "test_ap")
+MEANS = (*PLAIN, *(f"tta_{k}" for k in PLAIN))  # the same detector scored plain and with test-time augmentation
 
 
 def parse_run(spec: str) -> dict:

@@ -73,3 +73,23 @@ def load_script():
         return mod
 
     return _load
+
+
+@pytest.fixture
+def d4_reference():
+    """``d4_reference(predict, *arrays)``: the mean over the 8 rotations and flips of ``predict(*views)`` (one view
+    of each array, on its last two axes), each result turned back. Written with numpy's rot90 and flips,
+    independently of the package's D4 helpers, to check their test-time augmentation against."""
+
+    def _mean(predict, *arrays):
+        acc = 0.0
+        for flip in (False, True):
+            for k in range(4):
+                def view(a):
+                    a = np.rot90(a, k, axes=(-2, -1))
+                    return np.ascontiguousarray(a[..., ::-1] if flip else a)
+                p = np.asarray(predict(*(view(a) for a in arrays)))
+                acc = acc + np.rot90(p[..., ::-1] if flip else p, -k, axes=(-2, -1))
+        return acc / 8
+
+    return _mean

@@ -119,27 +119,13 @@ def test_cli_predict_onnx_runtime_writes_the_torch_mask(tmp_path, monkeypatch):
     assert isinstance(r.exception, VHRFMInputError) and not (tmp_path / "bad").exists()
 
 
-def _d4_reference(probs, raw, valid):
-    """The mean over the 8 rotations and flips of ``probs(view of raw, view of valid)``, each turned back: written
-    with numpy's rot90 and flips, independently of the package's D4 helpers."""
-    acc = 0.0
-    for flip in (False, True):
-        for k in range(4):
-            def view(a):
-                a = np.rot90(a, k, axes=(-2, -1))
-                return np.ascontiguousarray(a[..., ::-1] if flip else a)
-            p = probs(view(raw), view(valid))
-            acc = acc + np.rot90(p[..., ::-1] if flip else p, -k, axes=(-2, -1))
-    return acc / 8
-
-
-def test_test_time_augmentation_averages_the_eight_views_in_either_runtime():
+def test_test_time_augmentation_averages_the_eight_views_in_either_runtime(d4_reference):
     m = TaskModel(_card(kind="segmenter"), _segmenter())
     t = replace(m, tta=True)
     raw, valid = _raw(), np.ones((3, 64, 64), bool)
     valid[0, :10] = False
     plain, got = m.probs(raw, valid=valid), t.probs(raw, valid=valid)
-    np.testing.assert_allclose(got, _d4_reference(lambda r, v: m.probs(r, valid=v), raw, valid), atol=1e-6)
+    np.testing.assert_allclose(got, d4_reference(lambda r, v: m.probs(r, valid=v), raw, valid), atol=1e-6)
     assert np.abs(got - plain).max() > 1e-4  # the net is not D4-equivariant: the mean is not the plain prediction
     o = onnx_task_model(t)
     assert o.tta and isinstance(o.net, OnnxNet)
