@@ -3,7 +3,8 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from vhrfm.apps.segmentation import (at_precision_target, choose_threshold, confusion, label_budgets, load_seg_tiles,
+from vhrfm.apps.segmentation import (at_precision_target, block_folds, choose_threshold, confusion, label_budgets,
+                                     load_seg_tiles,
                                      pr_curve, precision_target_threshold, scores_from_confusion, seg_metrics,
                                      train_segmenter)
 from vhrfm.apps.wildfire import ClassicalIndex, change_indices, spectral_indices
@@ -119,6 +120,54 @@ def test_budgets_with_masks_show_both_classes_from_one_tile():
     assert b["5%"] == sorted([7, next(int(i) for i in order if i != 7)])
     # no mixed tile at all: the plain seeded order
     assert label_budgets(48, fr, seed=0, masks=np.zeros((48, 8, 8), np.uint8)) == plain
+
+
+def _block_tiles(shares, tiles_per_block=3, size=10):
+    """Tiles of blocks ``b0, b1, ...``: block i's tiles have shares[i] of their labelled pixels positive (the last
+    row of every tile ignored)."""
+    import pandas as pd
+
+    from vhrfm.apps.segmentation import SegTiles
+
+    y, names = [], []
+    for i, s in enumerate(shares):
+        for _ in range(tiles_per_block):
+            t = np.zeros((size, size), np.uint8)
+            t[:-1].flat[:int(round(s * size * (size - 1)))] = 1
+            t[-1] = 255
+            y.append(t)
+            names.append(f"b{i}")
+    n = len(y)
+    return SegTiles(np.zeros((n, 3, size, size), np.float32), np.stack(y), pd.DataFrame({"block": names}),
+                    np.array([665.0, 560.0, 490.0], np.float32), np.array([30.0] * 3, np.float32), 10.0, "test")
+
+
+def test_block_folds_keep_blocks_whole_and_balance_the_positive_share():
+    shares = [i / 20 for i in range(20)][::-1]          # 20 blocks, burned share 0.95 .. 0
+    tiles = _block_tiles(shares)
+    folds = block_folds(tiles, 5, seed=0)
+    assert folds.shape == (60,) and set(folds) == set(range(5))
+    per_block = tiles.rows.assign(fold=folds).groupby("block").fold.nunique()
+    assert (per_block == 1).all()                       # a block never straddles two folds
+    sizes = np.bincount(folds) // 3
+    assert sizes.tolist() == [4] * 5
+    # stratified: each run of 5 blocks by share holds the 5 folds, so every fold's mean share is within one run's
+    # spread (0.2) of the others'; the plain seeded shuffle need not be
+    fold_share = [np.mean([shares[int(b[1:])] for b in tiles.rows.block[folds == f].unique()]) for f in range(5)]
+    assert max(fold_share) - min(fold_share) < 0.2
+    by_rank = {int(b[1:]): f for b, f in zip(tiles.rows.block, folds)}
+    for start in range(0, 20, 5):                       # blocks 15..19 are the lowest shares, and so on
+        assert sorted(by_rank[i] for i in range(start, start + 5)) == list(range(5))
+    assert (block_folds(tiles, 5, seed=0) == folds).all()
+    assert not (block_folds(tiles, 5, seed=1) == folds).all()
+    plain = block_folds(tiles, 5, seed=0, stratify=False)
+    assert (np.bincount(plain) // 3).tolist() == [4] * 5
+    uneven = block_folds(_block_tiles(shares[:7], tiles_per_block=1), 3, seed=0)
+    assert sorted(np.bincount(uneven).tolist()) == [2, 2, 3]
+    with pytest.raises(ValueError, match="k=21"):
+        block_folds(tiles, 21, seed=0)
+    with pytest.raises(ValueError, match="k=1"):
+        block_folds(tiles, 1, seed=0)
 
 
 def test_spectral_indices_and_change():

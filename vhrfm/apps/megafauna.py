@@ -31,7 +31,7 @@ import torch
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from vhrfm.apps.segmentation import AppTask, d4_mean, label_budgets, lowest_threshold_reaching
+from vhrfm.apps.segmentation import AppTask, label_budgets, lowest_threshold_reaching, positive_probs
 from vhrfm.apps.taskmodel import deployment_picks
 from vhrfm.config import data_dir, load_profile, models_dir, results_dir
 from vhrfm.data.io import open_raster
@@ -454,17 +454,14 @@ def train_detector(model, imgs: DetImages | list[DetImages], *, steps: int, batc
 @torch.no_grad()
 def predict_heat(model, imgs: DetImages, batch_size: int = 32, tta: bool = False) -> np.ndarray:
     """The heat map of every image (zero outside its valid pixels). With ``tta``: the mean over the 8 rotations
-    and flips of each image, each turned back (:func:`vhrfm.apps.segmentation.d4_mean`; 8x the inference)."""
+    and flips of each image, each turned back (:func:`vhrfm.apps.segmentation.positive_probs`; 8x the inference)."""
     model.eval()
     wl, wd = torch.from_numpy(imgs.wavelengths), torch.from_numpy(imgs.widths)
     out = []
     for i in range(0, len(imgs), batch_size):
         x = _bands_for(model, imgs, torch.from_numpy(imgs.X[i:i + batch_size]))
         gsd = torch.from_numpy(imgs.gsd[i:i + batch_size]).float()
-
-        def predict(v):
-            return torch.sigmoid(model(v, wl, gsd, wd)[:, 0])
-        out.append((d4_mean(predict, x) if tta else predict(x)).numpy())
+        out.append(positive_probs(model, x, wl, gsd, wd, tta).numpy())
     return np.concatenate(out).astype(np.float32) * imgs.valid
 
 

@@ -106,6 +106,34 @@ def label_budgets(n_train: int, fractions: dict[str, float], seed: int,
     return out
 
 
+def block_folds(tiles: SegTiles, k: int, seed: int, stratify: bool = True) -> np.ndarray:
+    """Spatial k-fold cross-validation: the fold (0 .. k-1) of every tile, whole blocks to one fold (tiles never
+    cross blocks, so the folds are as spatially disjoint as the train / val / test splits are). With ``stratify``
+    the blocks are ranked by their positive share (positive over labelled pixels, summed over the block's tiles)
+    and each run of ``k`` consecutive blocks is dealt the ``k`` folds in a seeded order, so that every fold spans
+    the range of burned shares, as the data stage's stratified val / test draw does; otherwise a seeded shuffle
+    dealt round-robin. Fold sizes differ by at most one block."""
+    blocks = tiles.rows.block.astype(str).to_numpy()
+    names = np.unique(blocks)
+    if not 2 <= k <= len(names):
+        raise ValueError(f"block_folds: k={k} folds need 2 <= k <= {len(names)} (the tiles' blocks)")
+    rng = np.random.default_rng(seed)
+    if stratify:
+        lab = tiles.Y != IGNORE
+        pos = (tiles.Y == 1).reshape(len(tiles), -1).sum(1)
+        n = lab.reshape(len(tiles), -1).sum(1)
+        share = {b: pos[blocks == b].sum() / max(1, n[blocks == b].sum()) for b in names}
+        order = sorted(names, key=lambda b: (share[b], b))
+        fold_of = {}
+        for i in range(0, len(order), k):
+            run = order[i:i + k]
+            for b, f in zip(run, rng.permutation(k)[:len(run)]):
+                fold_of[b] = int(f)
+    else:
+        fold_of = {b: i % k for i, b in enumerate(rng.permutation(names))}
+    return np.array([fold_of[b] for b in blocks], int)
+
+
 # ----------------------------------------------------------------------------------------------- metrics
 
 
@@ -302,6 +330,16 @@ def d4_mean(predict, x: torch.Tensor) -> torch.Tensor:
     return acc / len(D4)
 
 
+def positive_probs(net, x: torch.Tensor, wavelengths: torch.Tensor, gsd: torch.Tensor, widths: torch.Tensor,
+                   tta: bool = False) -> torch.Tensor:
+    """The positive-class probability map (N, H, W) of a dense any-band network (the sigmoid of its first output
+    channel) on the batch ``x`` with its band metadata; with ``tta``, the :func:`d4_mean` of it (8x the inference).
+    What wildfire's :func:`predict_probs`, megafauna's ``predict_heat`` and a loaded task model all run."""
+    def predict(v):
+        return torch.sigmoid(net(v, wavelengths, gsd, widths)[:, 0])
+    return d4_mean(predict, x) if tta else predict(x)
+
+
 @torch.no_grad()
 def predict_probs(model, tiles: SegTiles, batch_size: int = 16, tta: bool = False) -> np.ndarray:
     """The burned-class probability of every pixel of ``tiles``. With ``tta``: D4 test-time augmentation, the mean
@@ -312,9 +350,5 @@ def predict_probs(model, tiles: SegTiles, batch_size: int = 16, tta: bool = Fals
     out = []
     for i in range(0, len(tiles), batch_size):
         x = torch.from_numpy(tiles.X[i:i + batch_size])
-        gsd = torch.full((len(x),), tiles.gsd)
-
-        def predict(v):
-            return torch.sigmoid(model(v, wl, gsd, wd)[:, 0])
-        out.append((d4_mean(predict, x) if tta else predict(x)).numpy())
+        out.append(positive_probs(model, x, wl, torch.full((len(x),), tiles.gsd), wd, tta).numpy())
     return np.concatenate(out).astype(np.float32)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from vhrfm.apps.segmentation import d4_mean
+from vhrfm.apps.segmentation import positive_probs
 from vhrfm.data.io import atomic_path
 from vhrfm.errors import VHRFMInputError
 
@@ -61,7 +61,7 @@ class TaskModel:
     """A loaded task model: ``probs(raw)`` maps raw band values (N, C, H, W) to probabilities (N, H, W).
 
     With ``tta`` a network's probabilities are the mean over the 8 rotations and flips of each window, each turned
-    back (D4 test-time augmentation, :func:`vhrfm.apps.segmentation.d4_mean`; 8x the inference). A classical rule
+    back (D4 test-time augmentation, :func:`vhrfm.apps.segmentation.positive_probs`; 8x the inference). A classical rule
     is left as it is (a spectral index is per pixel; the blob filter is isotropic)."""
 
     card: dict
@@ -140,12 +140,8 @@ class TaskModel:
             return _scale01(score, *c["range"])
         wl = torch.tensor(self.card["wavelengths"], dtype=torch.float32)
         wd = torch.tensor(self.card["widths"], dtype=torch.float32)
-        g = torch.full((len(x),), gsd)
-
-        def predict(v):
-            return torch.sigmoid(self.net(v, wl, g, wd)[:, 0])
-        x = torch.from_numpy(x)
-        return (d4_mean(predict, x) if self.tta else predict(x)).numpy().astype(np.float32)
+        return positive_probs(self.net, torch.from_numpy(x), wl, torch.full((len(x),), gsd), wd,
+                              self.tta).numpy().astype(np.float32)
 
 
 def encoder_card(model_name: str, model) -> dict:
