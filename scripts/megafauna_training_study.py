@@ -17,7 +17,8 @@ main-table entry. Students are not run here (they need the main table's teachers
 
 Prints a JSON line per run, then the mean over seeds of each setting; ``--out FILE`` writes them as JSON too.
 ``seconds`` is the training plus the plain scoring (validation, test, WorldView-3 chips); ``tta_seconds`` the
-scoring with TTA only (the same detector, not trained again). Choose settings on the validation columns: the test columns are the held-out split.
+scoring with TTA only (the same detector, not trained again). Choose settings on the validation columns: the test
+columns are the held-out split.
 
 ``results/studies/megafauna_training.json`` (committed; not a pipeline output) was written on the cpu profile by
 ``--run M,100%,150,0.001,S --run M,100%,600,0.001,S`` for M in unet_scratch, anyband_unet_scratch, teacher_unet and

@@ -4,9 +4,8 @@ import rasterio
 from rasterio.transform import from_origin
 
 from vhrfm.apps.segmentation import (at_precision_target, block_folds, choose_threshold, confusion, label_budgets,
-                                     load_seg_tiles,
-                                     pr_curve, precision_target_threshold, scores_from_confusion, seg_metrics,
-                                     train_segmenter)
+                                     load_seg_tiles, pr_curve, precision_target_threshold, scores_from_confusion,
+                                     seg_metrics, train_segmenter)
 from vhrfm.apps.wildfire import ClassicalIndex, change_indices, spectral_indices
 from vhrfm.data.sources import SOURCES, Item, Source
 from vhrfm.data.splits import make_splits
