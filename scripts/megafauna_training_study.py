@@ -26,6 +26,9 @@ S in 0, 1, with ``--out results/studies/megafauna_training.json`` (before the ``
 ``results/studies/megafauna_tta.json`` was written on the cpu profile by ``--run M,100%,150,0.001,S`` for the same
 M and S, with ``--out results/studies/megafauna_tta.json``, and ``results/studies/megafauna_tta_600.json`` by
 ``--run M,100%,600,0.001,S`` with ``--out results/studies/megafauna_tta_600.json``.
+``results/studies/megafauna_training_2400.json`` (four times the 600 steps, seed 0 only; about 35 min) by
+``--run teacher_unet,100%,2400,0.001,0 --run unet_scratch,100%,2400,0.001,0``
+``--out results/studies/megafauna_training_2400.json``.
 """
 
 from __future__ import annotations
