@@ -6,7 +6,7 @@ by :func:`vhrfm.apps.segmentation.block_folds` (whole blocks, stratified by burn
 fold f is held out for scoring, fold f+1 (mod K) is the validation fold that chooses the threshold (best F1, as the
 chapter), and the other folds are the training pool; each model is trained on the same number of labelled tiles as
 the chapter's budget (drawn from the pool by :func:`~vhrfm.apps.segmentation.label_budgets`, as the chapter draws
-them) with the chapter's schedule (:func:`vhrfm.apps.wildfire.fit_dense`) and scored by
+them) with the chapter's schedule (:func:`vhrfm.apps.wildfire.fit_model`, as the chapter trains them) and scored by
 :func:`~vhrfm.apps.wildfire.score_probs`. Every training or validation tile is held out exactly once, so the
 folds' confusions also add up to one pooled score (270 tiles in 32 blocks on the cpu profile).
 
@@ -52,10 +52,9 @@ def t_interval(d: np.ndarray, level: float = 0.95) -> list[float] | None:
 
 def run(profile: str, k: int, fold_seed: int, budgets: list[str], models: list[str], seeds: list[int],
         progress: bool = False) -> dict:
-    from vhrfm.apps.segmentation import block_folds, confusion, label_budgets, predict_probs
-    from vhrfm.apps.wildfire import ClassicalIndex, fit_dense, load_task, score_probs
+    from vhrfm.apps.segmentation import block_folds, confusion, label_budgets
+    from vhrfm.apps.wildfire import fit_model, load_task, score_probs
     from vhrfm.data.datasets import IGNORE
-    from vhrfm.data.normalize import stats_key
     from vhrfm.heads import DENSE_MODELS, STUDENT_MODELS
 
     bad = [m for m in models if m != "classical" and (m not in DENSE_MODELS or m in STUDENT_MODELS)]
@@ -68,7 +67,6 @@ def run(profile: str, k: int, fold_seed: int, budgets: list[str], models: list[s
         raise ValueError(f"--budget {unknown[0]!r}: the profile's budgets are {', '.join(task.budgets)}")
     pool_all = tiles.subset(np.flatnonzero(tiles.rows.split.to_numpy() != "test"))
     folds = block_folds(pool_all, k, fold_seed)
-    entry = task.stats[stats_key(cfg["sources"][0], str(tiles.rows["product"].iat[0]))]
     n_labelled = {b: len(task.budgets[b]) for b in budgets}
     blocks = pool_all.rows.assign(fold=folds).groupby("block").fold.first()
     fold_info = []
@@ -89,13 +87,9 @@ def run(profile: str, k: int, fold_seed: int, budgets: list[str], models: list[s
                 sub = pool.subset(idx)
                 for model_name in models:
                     t0 = time.perf_counter()
-                    if model_name == "classical":
-                        clf = ClassicalIndex(entry["mean"], entry["std"]).fit(sub)
-                        pv, pt = clf.predict(val), clf.predict(held)
-                    else:
-                        model, _ = fit_dense(model_name, sub, task.teacher, seed, cfg, progress=progress,
-                                             desc=f"fold {f} {model_name} {budget} seed {seed}")
-                        pv, pt = predict_probs(model, val), predict_probs(model, held)
+                    _, predict, _ = fit_model(model_name, sub, task, seed, progress=progress,
+                                              desc=f"fold {f} {model_name} {budget} seed {seed}")
+                    pv, pt = predict(val), predict(held)
                     r = score_probs(pv, val, pt, held, cfg["min_precision"],
                                     precision_target=cfg.get("precision_target"))
                     c = confusion(pt, held.Y, r["threshold"]).sum(0)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import rasterio
@@ -446,6 +448,37 @@ def test_dice_term_is_bce_plus_weighted_soft_dice_on_labelled_pixels():
         assert hist[0] == pytest.approx(bce + w * dice, rel=1e-5)
 
 
+def test_fit_model_is_the_index_or_the_learned_model_with_the_tasks_settings(monkeypatch, tmp_path):
+    """``fit_model`` (the chapter's and its studies' one way to train a model): ``classical`` fits the spectral index
+    with the task's own normalisation entry (another entry gives other probabilities), any other name goes to
+    ``fit_dense`` with the task's teacher and settings, and its ``predict`` is ``predict_probs`` of that model."""
+    import vhrfm.apps.wildfire as wf
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((4, 8, 8)) < 0.5).astype(np.uint8)
+    x = (rng.normal(size=(4, 3, 8, 8)) - 1.5 * y[:, None]).astype(np.float32)  # burned is dark
+    tiles = _tiles(x, y)
+    stats = {"a/rgb": {"mean": [80.0, 70.0, 60.0], "std": [20.0, 20.0, 20.0]},
+             "b/rgb": {"mean": [10.0, 200.0, 5.0], "std": [1.0, 90.0, 1.0]}}
+    cfg = {"steps": 3}
+    task = wf.WildfireTask(cfg=cfg, seed=0, train=tiles, val=tiles, test=tiles, budgets={}, stats=stats,
+                           teacher=tmp_path / "teacher.safetensors", tiles=tiles, norm_key="a/rgb")
+    clf, predict, hist = wf.fit_model("classical", tiles, task, 0)
+    want = ClassicalIndex(stats["a/rgb"]["mean"], stats["a/rgb"]["std"]).fit(tiles)
+    assert hist == {"index": want.name} and clf.name == want.name
+    np.testing.assert_array_equal(predict(tiles), want.predict(tiles))
+    other = wf.fit_model("classical", tiles, replace(task, norm_key="b/rgb"), 0)[1](tiles)
+    assert not np.allclose(other, predict(tiles))
+
+    calls = []
+    monkeypatch.setattr(wf, "fit_dense", lambda *a, **kw: calls.append((a, kw)) or ("net", [0.5, 0.25]))
+    monkeypatch.setattr(wf, "predict_probs", lambda m, t: np.full(t.Y.shape, 0.7 if m == "net" else 0.0))
+    net, predict, hist = wf.fit_model("unet_scratch", tiles, task, 3, kd={"w": 1}, progress=False, desc="d")
+    (args, kw), = calls
+    assert args == ("unet_scratch", tiles, task.teacher, 3, cfg) and kw["kd"] == {"w": 1} and kw["desc"] == "d"
+    assert net == "net" and hist == {"loss": [0.5, 0.25]} and (predict(tiles) == 0.7).all()
+
+
 def test_load_task_is_what_the_chapter_trained_on(real_data):
     """The studies start from ``load_task``: on the smoke profile it gives the chapter's own training tiles and
     label budgets, as the wildfire stage recorded them (its budgets.json)."""
@@ -460,3 +493,7 @@ def test_load_task_is_what_the_chapter_trained_on(real_data):
     assert {b: [int(i) for i in idx] for b, idx in t.budgets.items()} == rec["budgets"]
     assert set(t.tiles.rows.split) == {"train", "val", "test"} and len(t.val) and len(t.test)
     assert t.teacher == models_dir("smoke") / "teacher.safetensors" and t.cfg["budgets"].keys() == t.budgets.keys()
+    # and its normalisation entry is the one the chapter's task-model cards carry
+    index = json.loads((models_dir("smoke") / "wildfire" / "index.json").read_text())
+    card = json.loads((models_dir("smoke") / "wildfire" / f"{index['default']}.json").read_text())
+    assert card["norm"] == {"key": t.norm_key, **{k: list(map(float, t.norm_entry[k])) for k in ("mean", "std")}}

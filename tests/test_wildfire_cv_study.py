@@ -1,5 +1,6 @@
 """scripts/wildfire_cv_study.py: its pooled score sums the folds' confusions, its paired differences pair the same
-fold, its t interval is the textbook one, and it refuses models and budgets it cannot run before reading data."""
+fold, its t interval is the textbook one, it refuses models and budgets it cannot run before reading data, and a smoke
+run holds every tile out once."""
 
 import numpy as np
 import pytest
@@ -52,3 +53,25 @@ def test_it_refuses_what_it_cannot_run_before_reading_data(load_script):
 def test_the_goal_is_the_chapters(load_script):
     mod = load_script("wildfire_cv_study")
     assert mod.goal_targets() == (0.90, 0.85)   # goal_check's precision and F1 targets (issue #7)
+
+
+def test_a_smoke_run_holds_every_tile_out_once_with_the_chapters_budget(load_script, real_data):
+    """End to end on the smoke profile (3 folds, the index and the U-Net, through ``wildfire.fit_model``): each fold
+    is validated on the next, every train / val tile is held out once (the folds' confusions count every labelled
+    pixel of the pool once per model), and each run trains on the chapter's number of labelled tiles."""
+    from vhrfm.apps.wildfire import load_task
+    from vhrfm.data.datasets import IGNORE
+
+    mod = load_script("wildfire_cv_study")
+    models = ["classical", "unet_scratch"]
+    out = mod.run("smoke", 3, 0, ["10%"], models, [0])
+    task = load_task("smoke", progress=False)
+    pool_y = task.tiles.Y[task.tiles.rows.split.to_numpy() != "test"]
+    assert sum(f["tiles"] for f in out["folds"]) == len(pool_y)
+    runs = out["runs"]
+    assert len(runs) == 3 * len(models) and {r["fold"] for r in runs} == {0, 1, 2}
+    assert all(r["val_fold"] == (r["fold"] + 1) % 3 for r in runs)
+    assert all(r["labelled_tiles"] == len(task.budgets["10%"]) for r in runs)
+    for m in models:
+        assert sum(sum(r["confusion"]) for r in runs if r["model"] == m) == int((pool_y != IGNORE).sum())
+    assert {(s["model"], s["folds"]) for s in out["summary"]} == {(m, 3) for m in models}

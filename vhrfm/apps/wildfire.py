@@ -5,8 +5,9 @@ from scratch (segmentation-models-pytorch), the pretrained teacher with a light 
 and fine-tuned, the teacher fine-tuned under the U-Net's decoder (``teacher_unet``) and that architecture from
 random weights (``anyband_unet_scratch``), and a compact student with the light head: from scratch, fine-tuned
 from its self-supervised KD weights, and fine-tuned with task-specific KD from the teacher
-(:mod:`vhrfm.distill.task`); ``params.yaml`` names which of them a profile runs. Every learned model is trained
-and scored by :func:`fit_dense` and :func:`score_val_test`: the operating threshold is chosen on validation
+(:mod:`vhrfm.distill.task`); ``params.yaml`` names which of them a profile runs. Every model is trained by
+:func:`fit_model` (the learned ones by :func:`fit_dense`) and scored by :func:`score_val_test`, in the chapter and in
+its studies (``scripts/``): the operating threshold is chosen on validation
 (best F1 above the precision floor) and the metrics are reported on test. A bright-cloud rule fitted on the
 training tiles' cloud masks goes into every task-model card: whole-scene prediction writes the pixels it flags
 as unknown instead of burned or unburned.
@@ -247,9 +248,30 @@ def pretraining_ablation(spec: dict, cfg: dict, train: SegTiles, val: SegTiles, 
 
 @dataclass
 class WildfireTask(AppTask):
-    """A profile's wildfire task as chapter 4 trains and scores it; ``tiles`` holds every split's tiles."""
+    """A profile's wildfire task as chapter 4 trains and scores it; ``tiles`` holds every split's tiles and
+    ``norm_key`` names their entry of the normalisation statistics (the classical index's and the task models')."""
 
     tiles: SegTiles
+    norm_key: str
+
+    @property
+    def norm_entry(self) -> dict:
+        """The tiles' normalisation statistics (band means and standard deviations of the data stage)."""
+        return self.stats[self.norm_key]
+
+
+def fit_model(model_name: str, sub: SegTiles, task: WildfireTask, seed: int, *, student: dict | None = None,
+              kd: dict | None = None, progress: bool = True, desc: str = "train"):
+    """Train one of chapter 4's models on ``sub``, as the chapter and its studies do: ``classical`` is the spectral
+    index (:class:`ClassicalIndex`, fitted with the task's normalisation entry), any other name a learned model of
+    :mod:`vhrfm.heads` trained by :func:`fit_dense` with the task's settings and teacher. Returns (the trained model,
+    ``predict``: SegTiles -> burned probabilities, history: ``{"index": name}`` or ``{"loss": [...]}``)."""
+    if model_name == "classical":
+        clf = ClassicalIndex(task.norm_entry["mean"], task.norm_entry["std"]).fit(sub)
+        return clf, clf.predict, {"index": clf.name}
+    model, h = fit_dense(model_name, sub, task.teacher, seed, task.cfg, student=student, kd=kd, progress=progress,
+                         desc=desc)
+    return model, (lambda t: predict_probs(model, t)), {"loss": h}
 
 
 def load_task(profile: str, progress: bool = True) -> WildfireTask:
@@ -263,20 +285,19 @@ def load_task(profile: str, progress: bool = True) -> WildfireTask:
     train = tiles.split("train")
     return WildfireTask(cfg=cfg, seed=seed, train=train, val=tiles.split("val"), test=tiles.split("test"),
                         budgets=label_budgets(len(train), cfg["budgets"], seed, masks=train.Y), stats=stats,
-                        teacher=models_dir(profile) / "teacher.safetensors", tiles=tiles)
+                        teacher=models_dir(profile) / "teacher.safetensors", tiles=tiles,
+                        norm_key=stats_key(cfg["sources"][0], str(tiles.rows["product"].iat[0])))
 
 
 def run_wildfire(profile: str, progress: bool = True) -> dict:
     """Train and evaluate every model at every label budget; write metrics, predictions and curves."""
     task = load_task(profile, progress)
-    cfg, seed, tiles, stats, budgets, teacher = task.cfg, task.seed, task.tiles, task.stats, task.budgets, task.teacher
+    cfg, seed, tiles, budgets, teacher = task.cfg, task.seed, task.tiles, task.budgets, task.teacher
     train, val, test = task.train, task.val, task.test
     out = results_dir(profile) / "wildfire"
     out.mkdir(parents=True, exist_ok=True)
     (out / "budgets.json").write_text(json.dumps({"train_tiles": train.rows[["path", "row_off", "col_off"]].values.tolist(),
                                                   "budgets": budgets}, indent=1) + "\n")
-    norm_key = stats_key(cfg["sources"][0], str(tiles.rows["product"].iat[0]))
-    entry = stats[norm_key]
     check_model_order(cfg["models"])
     student = student_spec(profile, cfg) if set(cfg["models"]) & set(STUDENT_MODELS) else None
     results, curves, histories, timings = {}, {}, {}, {}
@@ -285,18 +306,12 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
         for budget, idx in budgets.items():
             sub = train.subset(idx)
             t0 = time.perf_counter()
-            if model_name == "classical":
-                clf = ClassicalIndex(entry["mean"], entry["std"]).fit(sub)
-                predict = clf.predict
-                histories[f"{model_name}/{budget}"] = {"index": clf.name}
-            else:
-                kd = kd_kwargs(model_name, results, trained, budget, train, cfg.get("kd_weight", 1.0))
-                model, h = fit_dense(model_name, sub, teacher, seed, cfg, student=student, kd=kd, progress=progress,
-                                     desc=f"{model_name} {budget}")
-                histories[f"{model_name}/{budget}"] = {"loss": h}
-                predict = lambda t, m=model: predict_probs(m, t)  # noqa: E731
+            kd = None if model_name == "classical" else kd_kwargs(model_name, results, trained, budget, train,
+                                                                   cfg.get("kd_weight", 1.0))
+            model, predict, histories[f"{model_name}/{budget}"] = fit_model(
+                model_name, sub, task, seed, student=student, kd=kd, progress=progress, desc=f"{model_name} {budget}")
             train_s = time.perf_counter() - t0
-            trained[(model_name, budget)] = clf if model_name == "classical" else model
+            trained[(model_name, budget)] = model
             m, pv, pt, infer_s = score_val_test(predict, val, test, cfg["min_precision"], cfg["n_boot"], seed,
                                                 precision_target=cfg.get("precision_target"))
             probs[(model_name, budget)] = (pv, pt)
@@ -314,8 +329,8 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
     largest = max(cfg["budgets"], key=cfg["budgets"].get)
     keep = {*picks.values(), *((mn, largest) for mn in results)}
     cloud = fit_cloud_rule(train, cfg.get("cloud_max_flagged", 0.005))
-    saved = save_wildfire_models(profile, {k: trained[k] for k in keep}, results, tiles, entry, norm_key, cfg, picks,
-                                 cloud=cloud)
+    saved = save_wildfire_models(profile, {k: trained[k] for k in keep}, results, tiles, task.norm_entry, task.norm_key,
+                                 cfg, picks, cloud=cloud)
     np.savez_compressed(out / "test_predictions.npz", **{f"{mn}__{b}": pt for (mn, b), (_, pt) in probs.items()},
                         labels=test.Y, images=test.X)
     ablation = pretraining_ablation(cfg["pretraining_ablation"], cfg, train, val, test, budgets, results, teacher, seed,
@@ -512,5 +527,5 @@ def load_test_predictions(profile: str) -> dict:
 
 
 __all__ = ["MODELS", "load_task", "WildfireTask", "ClassicalIndex", "spectral_indices", "change_indices", "run_wildfire", "load_test_predictions",
-           "save_wildfire_models", "fit_cloud_rule", "fit_dense", "score_val_test", "score_probs", "pretraining_ablation", "model_tag", "goal_check",
+           "save_wildfire_models", "fit_cloud_rule", "fit_model", "fit_dense", "score_val_test", "score_probs", "pretraining_ablation", "model_tag", "goal_check",
            "scene_labels", "split_pixels", "read_scene_output", "scene_split_confusion", "positive_in_ignored", "run_scene_check"]
