@@ -14,7 +14,6 @@ are reported as a warning rather than failing the run.
 """
 
 import json
-import re
 import subprocess
 import warnings
 
@@ -22,32 +21,7 @@ import pytest
 
 from vhrfm.config import project_root
 from vhrfm.pipeline import stages
-
-# Wall-clock measurements vary from run to run and machine to machine: they are not results to reproduce.
-TIMING = re.compile(r"(seconds|_s$|_ms$|latency|per_s|throughput|mpx|rss|speedup|runtime|efficiency_raw|images_per_s|calls_per_timing|"
-                    r"^timings?$|^wall)")
-TOLERANCE = 1e-6  # the smoke profile is deterministic on one machine (seeded, single process): differences are bugs
-
-
-def diff_metrics(a, b, tol: float = TOLERANCE, path: str = "") -> list[str]:
-    """Where two metrics trees differ beyond ``tol`` (numbers) or at all (keys, strings), timing fields left out."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b), key=str):
-            if TIMING.search(str(k)):
-                continue
-            if k not in a or k not in b:
-                out.append(f"{path}/{k}: only in {'committed' if k not in a else 'new'}")
-            else:
-                out += diff_metrics(a[k], b[k], tol, f"{path}/{k}")
-        return out
-    if isinstance(a, list) and isinstance(b, list):
-        if len(a) != len(b):
-            return [f"{path}: length {len(a)} != {len(b)}"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff_metrics(x, y, tol, f"{path}[{i}]")]
-    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
-        return [] if a == b else [f"{path}: {a!r} != {b!r}"]
-    return [] if abs(a - b) <= tol else [f"{path}: {a} != {b} (tolerance {tol})"]
+from vhrfm.reproducibility import compare_with_commit, diff_metrics, numeric_changes, structural
 
 
 def test_diff_metrics_ignores_timings_only():
@@ -66,18 +40,6 @@ def _git(*args) -> str:
     return subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True, check=True).stdout
 
 
-# Structure that follows from values: the exported task models are each model at 100 % plus the selected best at its
-# budget (one more when the best is at a smaller budget); another machine can flip that (seen: AVX-512 vs AVX2 smoke
-# runs). The operating point at the precision target has the same keys whether or not validation reached it.
-VALUE_SHAPED = re.compile(r"/task_models/models: length \d+ != \d+$")
-
-
-def structural(differences: list[str]) -> list[str]:
-    """The differences that are about keys (present on one side only) or list lengths, not values, leaving out the
-    structure that values decide (:data:`VALUE_SHAPED`)."""
-    return [d for d in differences if (": only in " in d or ": length " in d) and not VALUE_SHAPED.search(d)]
-
-
 def test_structural_picks_keys_and_lengths_only():
     a = {"f1": 0.5, "n": [1, 2], "best": "unet"}
     assert structural(diff_metrics(a, {**a, "f1": 0.6, "best": "teacher"})) == []
@@ -91,6 +53,38 @@ def test_structural_picks_keys_and_lengths_only():
         "/at_precision_target/tp: only in new"]
     assert structural(diff_metrics({"task_models": {"other": [1]}}, {"task_models": {"other": []}})) == [
         "/task_models/other: length 1 != 0"]
+
+
+def test_numeric_changes_lists_what_moved_and_leaves_timings_out():
+    old = {"f1": 0.5, "n": [1, 2], "train_s": 3.0, "model": "unet", "flag": True, "only_old": 1.0}
+    new = {"f1": 0.7, "n": [1, 4], "train_s": 9.0, "model": "teacher", "flag": False, "only_new": 2.0}
+    assert numeric_changes(old, new) == [("/f1", 0.5, 0.7), ("/n[1]", 2.0, 4.0)]
+    assert numeric_changes(old, old) == []
+    assert numeric_changes({"n": [1, 2]}, {"n": [1]}) == []  # a length change is structure, not a number that moved
+
+
+def test_compare_with_commit_reads_every_tracked_metrics_file(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "metrics.json").write_text(json.dumps({"f1": 0.5, "recall": 0.4, "seconds": 1.0}))
+    (tmp_path / "b_metrics.json").write_text(json.dumps({"f1": 0.9}))
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    (tmp_path / "a" / "metrics.json").write_text(json.dumps({"f1": 0.6, "recall": 0.4 + 1e-9, "seconds": 5.0,
+                                                              "extra": 1}))
+    (tmp_path / "c_metrics.json").write_text("{}")
+    git("add", "c_metrics.json")
+    out = compare_with_commit(tmp_path, "HEAD", tol=1e-6)
+    assert out["b_metrics.json"] == {"status": "identical", "differences": 0, "structural": [], "moved": []}
+    a = out["a/metrics.json"]
+    assert a["status"] == "differs" and a["differences"] == 2 and a["structural"] == ["/extra: only in new"]
+    assert [m[0] for m in a["moved"]] == ["/f1"]  # the 1e-9 move is within tolerance, the timing is left out
+    assert out["c_metrics.json"] == {"status": "not in HEAD"}
+    (tmp_path / "b_metrics.json").unlink()
+    assert compare_with_commit(tmp_path, "HEAD")["b_metrics.json"] == {"status": "missing in the working tree"}
 
 
 def committed_on_this_machine() -> bool:
