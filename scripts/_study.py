@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from vhrfm.config import project_root
+from vhrfm.provenance import machine_fingerprint
 
 
 def mean_over_seeds(rows: list[dict], setting: tuple[str, ...], means: tuple[str, ...]) -> list[dict]:
@@ -24,7 +28,8 @@ def mean_over_seeds(rows: list[dict], setting: tuple[str, ...], means: tuple[str
 def study_main(argv, doc: str, metavar: str, run: Callable[[list[str], str], list[dict]],
                summarise: Callable[[list[dict]], list[dict]]) -> None:
     """``--run SPEC`` (repeated), ``--profile``, ``--out``: run the specs, print a JSON line per setting's mean,
-    and write runs and means to ``--out`` when given."""
+    and write runs and means to ``--out`` when given, with the machine (:func:`vhrfm.provenance.machine_fingerprint`:
+    another CPU gives other numbers for the same seed) and the commit they ran at."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--run", action="append", required=True, metavar=metavar)
     ap.add_argument("--profile", default="cpu")
@@ -35,4 +40,17 @@ def study_main(argv, doc: str, metavar: str, run: Callable[[list[str], str], lis
     for s in summary:
         print(json.dumps(s))
     if a.out:
-        a.out.write_text(json.dumps({"profile": a.profile, "runs": rows, "means": summary}, indent=1) + "\n")
+        a.out.write_text(json.dumps({"profile": a.profile, "machine": machine_fingerprint(), "commit": _commit(),
+                                     "runs": rows, "means": summary}, indent=1) + "\n")
+
+
+def _commit() -> str | None:
+    """The checkout's commit (with ``+dirty`` where tracked files differ from it), or None outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(),
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")

@@ -33,3 +33,21 @@ def test_a_run_needs_its_fields_and_a_model_it_can_train(load_script):
     assert mod.parse_run("teacher_unet,25%,600,0.001,1") == {"model": "teacher_unet", "budget": "25%", "steps": 600,
                                                              "lr": 0.001, "seed": 1, "sigma_m": None}
     assert mod.parse_run("unet_scratch,10%,150,0.003,0,0.3")["sigma_m"] == 0.3
+
+
+def test_the_record_names_the_machine_and_the_commit_it_ran_on(load_script, tmp_path):
+    """Another CPU gives other numbers for the same seed (README), so a study record says where it was computed."""
+    import json
+    import re
+
+    from vhrfm.provenance import machine_fingerprint
+
+    load_script("megafauna_training_study")  # puts scripts/ on the path for _study
+    import _study
+
+    rows = [{"model": "u", "seed": 0, "f1": 0.5}]
+    _study.study_main(["--run", "x", "--out", str(tmp_path / "r.json")], "doc", "SPEC", lambda specs, profile: rows,
+                      lambda rs: _study.mean_over_seeds(rs, ("model",), ("f1",)))
+    rec = json.loads((tmp_path / "r.json").read_text())
+    assert rec["machine"] == machine_fingerprint() and rec["runs"] == rows and rec["means"][0]["f1_mean"] == 0.5
+    assert rec["commit"] is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", rec["commit"]), rec["commit"]
