@@ -29,6 +29,11 @@ M and S, with ``--out results/studies/megafauna_tta.json``, and ``results/studie
 ``results/studies/megafauna_training_2400.json`` (four times the 600 steps, seed 0 only; about 35 min) by
 ``--run teacher_unet,100%,2400,0.001,0 --run unet_scratch,100%,2400,0.001,0``
 ``--out results/studies/megafauna_training_2400.json``.
+``results/studies/megafauna_training_2400_twin.json`` (the foundation model against its random-init twin at 2400
+steps, seed 0, on the Intel Xeon of 2026-12-05 with that machine's teacher; about 24 min; the record names machine
+and commit) by ``--run anyband_unet_scratch,100%,2400,0.001,0 --run teacher_unet,100%,2400,0.001,0``
+``--out results/studies/megafauna_training_2400_twin.json``. The 2400-step record before it ran on an AMD EPYC with
+that machine's teacher: compare its rows with this one's knowing that another CPU moves them too.
 """
 
 from __future__ import annotations
