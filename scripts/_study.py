@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
@@ -13,6 +12,7 @@ import numpy as np
 
 from vhrfm.config import project_root
 from vhrfm.provenance import machine_fingerprint
+from vhrfm.reproducibility import checkout_commit
 
 
 def mean_over_seeds(rows: list[dict], setting: tuple[str, ...], means: tuple[str, ...]) -> list[dict]:
@@ -40,17 +40,7 @@ def study_main(argv, doc: str, metavar: str, run: Callable[[list[str], str], lis
     for s in summary:
         print(json.dumps(s))
     if a.out:
-        a.out.write_text(json.dumps({"profile": a.profile, "machine": machine_fingerprint(), "commit": _commit(),
-                                     "runs": rows, "means": summary}, indent=1) + "\n")
+        a.out.write_text(json.dumps({"profile": a.profile, "machine": machine_fingerprint(),
+                                     "commit": checkout_commit(project_root()), "runs": rows, "means": summary},
+                                    indent=1) + "\n")
 
-
-def _commit() -> str | None:
-    """The checkout's commit (with ``+dirty`` where tracked files differ from it), or None outside a git checkout."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=project_root(),
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")

@@ -21,7 +21,7 @@ import pytest
 
 from vhrfm.config import project_root
 from vhrfm.pipeline import stages
-from vhrfm.reproducibility import compare_with_commit, diff_metrics, numeric_changes, structural
+from vhrfm.reproducibility import compare_with_commit, diff_metrics, git, numeric_changes, structural
 
 
 def test_diff_metrics_ignores_timings_only():
@@ -37,7 +37,7 @@ def test_diff_metrics_ignores_timings_only():
 
 
 def _git(*args) -> str:
-    return subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True, check=True).stdout
+    return git(project_root(), *args)
 
 
 def test_structural_picks_keys_and_lengths_only():
@@ -64,19 +64,16 @@ def test_numeric_changes_lists_what_moved_and_leaves_timings_out():
 
 
 def test_compare_with_commit_reads_every_tracked_metrics_file(tmp_path):
-    def git(*args):
-        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
-
-    git("init", "-q")
+    git(tmp_path, "init", "-q")
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "metrics.json").write_text(json.dumps({"f1": 0.5, "recall": 0.4, "seconds": 1.0}))
     (tmp_path / "b_metrics.json").write_text(json.dumps({"f1": 0.9}))
-    git("add", ".")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    git(tmp_path, "add", ".")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
     (tmp_path / "a" / "metrics.json").write_text(json.dumps({"f1": 0.6, "recall": 0.4 + 1e-9, "seconds": 5.0,
                                                               "extra": 1}))
     (tmp_path / "c_metrics.json").write_text("{}")
-    git("add", "c_metrics.json")
+    git(tmp_path, "add", "c_metrics.json")
     out = compare_with_commit(tmp_path, "HEAD", tol=1e-6)
     assert out["b_metrics.json"] == {"status": "identical", "differences": 0, "structural": [], "moved": []}
     a = out["a/metrics.json"]

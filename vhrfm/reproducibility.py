@@ -23,25 +23,46 @@ TOLERANCE = 1e-6  # the smoke profile is deterministic on one machine (seeded, s
 VALUE_SHAPED = re.compile(r"/task_models/models: length \d+ != \d+$")
 
 
-def diff_metrics(a, b, tol: float = TOLERANCE, path: str = "") -> list[str]:
-    """Where two metrics trees differ beyond ``tol`` (numbers) or at all (keys, strings), timing fields left out."""
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _walk(a, b, path: str = ""):
+    """The one traversal of two metrics trees, timing keys left out, in a stable order: yields ``("only", path,
+    in_a)`` for a key on one side only, ``("length", path, len_a, len_b)`` for lists of other lengths (not entered),
+    and ``("leaf", path, x, y)`` for every other pair of values at the same place."""
     if isinstance(a, dict) and isinstance(b, dict):
-        out = []
         for k in sorted(set(a) | set(b), key=str):
             if TIMING.search(str(k)):
                 continue
             if k not in a or k not in b:
-                out.append(f"{path}/{k}: only in {'committed' if k not in a else 'new'}")
+                yield "only", f"{path}/{k}", k in a
             else:
-                out += diff_metrics(a[k], b[k], tol, f"{path}/{k}")
-        return out
-    if isinstance(a, list) and isinstance(b, list):
+                yield from _walk(a[k], b[k], f"{path}/{k}")
+    elif isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
-            return [f"{path}: length {len(a)} != {len(b)}"]
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff_metrics(x, y, tol, f"{path}[{i}]")]
-    if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)) or not isinstance(b, (int, float)):
-        return [] if a == b else [f"{path}: {a!r} != {b!r}"]
-    return [] if abs(a - b) <= tol else [f"{path}: {a} != {b} (tolerance {tol})"]
+            yield "length", path, len(a), len(b)
+        else:
+            for i, (x, y) in enumerate(zip(a, b)):
+                yield from _walk(x, y, f"{path}[{i}]")
+    else:
+        yield "leaf", path, a, b
+
+
+def diff_metrics(a, b, tol: float = TOLERANCE, path: str = "") -> list[str]:
+    """Where two metrics trees differ beyond ``tol`` (numbers) or at all (keys, strings), timing fields left out."""
+    out = []
+    for kind, p, *v in _walk(a, b, path):
+        if kind == "only":
+            out.append(f"{p}: only in {'new' if v[0] else 'committed'}")
+        elif kind == "length":
+            out.append(f"{p}: length {v[0]} != {v[1]}")
+        elif not (_is_number(v[0]) and _is_number(v[1])):
+            if v[0] != v[1]:
+                out.append(f"{p}: {v[0]!r} != {v[1]!r}")
+        elif abs(v[0] - v[1]) > tol:
+            out.append(f"{p}: {v[0]} != {v[1]} (tolerance {tol})")
+    return out
 
 
 def structural(differences: list[str]) -> list[str]:
@@ -53,27 +74,32 @@ def structural(differences: list[str]) -> list[str]:
 def numeric_changes(old, new, path: str = "") -> list[tuple[str, float, float]]:
     """Every number (timings left out, as :func:`diff_metrics`) present in both trees at the same place that differs:
     (path, old, new), for ranking what moved most."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [c for k in sorted(set(old) & set(new), key=str) if not TIMING.search(str(k))
-                for c in numeric_changes(old[k], new[k], f"{path}/{k}")]
-    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [c for i, (x, y) in enumerate(zip(old, new)) for c in numeric_changes(x, y, f"{path}[{i}]")]
-    if (isinstance(old, (int, float)) and isinstance(new, (int, float)) and not isinstance(old, bool)
-            and not isinstance(new, bool) and old != new):
-        return [(path, float(old), float(new))]
-    return []
+    return [(p, float(x), float(y)) for kind, p, *v in _walk(old, new, path) if kind == "leaf"
+            for x, y in [v] if _is_number(x) and _is_number(y) and x != y]
+
+
+def git(root: Path, *args: str) -> str:
+    """``git ARGS`` in ``root``; its standard output (raises CalledProcessError where git fails)."""
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+
+def checkout_commit(root: Path) -> str | None:
+    """The checkout's commit (with ``+dirty`` where tracked files differ from it), or None outside a git checkout."""
+    try:
+        head = git(root, "rev-parse", "HEAD").strip()
+        dirty = git(root, "status", "--porcelain", "--untracked-files=no").strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
 
 
 def compare_with_commit(root: Path, rev: str, tol: float = 0.0) -> dict:
     """Every ``metrics.json`` git tracks under ``root`` against the same file at ``rev``: per file, how many values
     differ beyond ``tol``, the structural differences, and the numbers that moved, largest absolute change first."""
-    def git(*args) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
-
     out = {}
-    for f in git("ls-files", "*metrics.json").split():
+    for f in git(root, "ls-files", "*metrics.json").split():
         try:
-            old = json.loads(git("show", f"{rev}:{f}"))
+            old = json.loads(git(root, "show", f"{rev}:{f}"))
         except subprocess.CalledProcessError:
             out[f] = {"status": f"not in {rev}"}
             continue
@@ -89,5 +115,5 @@ def compare_with_commit(root: Path, rev: str, tol: float = 0.0) -> dict:
     return out
 
 
-__all__ = ["TIMING", "TOLERANCE", "VALUE_SHAPED", "diff_metrics", "structural", "numeric_changes",
-           "compare_with_commit"]
+__all__ = ["TIMING", "TOLERANCE", "VALUE_SHAPED", "diff_metrics", "structural", "numeric_changes", "git",
+           "checkout_commit", "compare_with_commit"]
