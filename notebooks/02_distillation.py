@@ -200,9 +200,12 @@ else:
 # The speed of a forward pass does not depend on the weights' values, so narrower networks can be timed before
 # any is distilled: each timm network of `scan` in `params.yaml`, with the any-band stem, at random
 # initialisation, timed against the teacher exactly like the trained students (alternating blocks of calls, in
-# PyTorch and in ONNX Runtime). The scan starts with the trained student's timm network (`mobilenetv3_small_100`
-# is `mobilenetv3_small_anyband`): its untrained speed-up should match the trained one above, a check of the
-# method. The dashed line is the chapter's twenty-fold target.
+# PyTorch and in ONNX Runtime). The scan starts with the trained students' timm networks (`vhrfm_tinyres16` is
+# `tinyres16_anyband`, `mobilenetv3_small_100` is `mobilenetv3_small_anyband`): their untrained speed-ups should
+# match the trained ones above, a check of the method. The `vhrfm_tinyres` networks (`vhrfm.models.tinyres`: one
+# dense ResNet basic block per stage) against the depthwise mobile networks (MobileNetV3, LCNet, MobileNetV4): at
+# batch one on two cores, does speed follow FLOPs or the number of operations? The dashed line is the chapter's
+# twenty-fold target.
 
 # %%
 scan = pd.DataFrame(metrics["architecture_scan"]).T

@@ -9,7 +9,8 @@ from vhrfm.models import create_encoder, list_encoders
 from vhrfm.models.spectral import gsd_sincos_pos_embed
 from vhrfm.sensors import get_sensor
 
-SMALL = ["vit_nano_p8", "vit_tiny_p8", "resnet18_anyband", "convnext_atto_anyband", "mobilenetv3_small_anyband"]
+SMALL = ["vit_nano_p8", "vit_tiny_p8", "resnet18_anyband", "convnext_atto_anyband", "mobilenetv3_small_anyband",
+         "tinyres16_anyband"]
 WV2 = get_sensor("worldview2")
 MS = WV2.band_names("ms")
 
@@ -112,7 +113,7 @@ def test_stem_colour_correlation_reads_the_generated_kernels():
         stem_colour_correlation(enc, wl[:1], wd[:1])
 
 
-@pytest.mark.parametrize("arch", ["resnet18_anyband", "mobilenetv3_small_anyband"])
+@pytest.mark.parametrize("arch", ["resnet18_anyband", "mobilenetv3_small_anyband", "tinyres16_anyband"])
 def test_conv_encoders_start_with_band_distinct_stem_kernels(arch):
     from vhrfm.models import spectral_stem, stem_colour_correlation
     from vhrfm.models.spectral import WeightGenerator

@@ -7,6 +7,7 @@ Uniform interface: ``forward_features(x, wavelengths, gsd, widths=None)`` -> spa
 from __future__ import annotations
 
 from vhrfm.errors import VHRFMInputError
+from vhrfm.models import tinyres  # noqa: F401  (registers the vhrfm_tinyres timm networks)
 from vhrfm.models.conv import AnyBandConvNet
 from vhrfm.models.vit import AnyBandViT
 
@@ -21,6 +22,8 @@ ENCODERS = {
     "convnext_atto_anyband": (AnyBandConvNet, dict(timm_name="convnext_atto")),
     "mobilenetv3_small_anyband": (AnyBandConvNet, dict(timm_name="mobilenetv3_small_100")),
     "efficientnet_b0_anyband": (AnyBandConvNet, dict(timm_name="efficientnet_b0")),
+    # narrow residual networks built for batch-one CPU latency (vhrfm.models.tinyres)
+    "tinyres16_anyband": (AnyBandConvNet, dict(timm_name="vhrfm_tinyres16")),
 }
 
 

@@ -1,4 +1,4 @@
-"""Convolutional encoders (timm ResNet / ConvNeXt / MobileNet / EfficientNet) with an any-band stem.
+"""Convolutional encoders (timm ResNet / ConvNeXt / MobileNet / EfficientNet / vhrfm's tinyres) with an any-band stem.
 
 The timm model's first convolution is replaced by a :class:`~vhrfm.models.spectral.SpectralConv` of the
 same shape, so the network accepts any band set; the rest is timm's, unchanged. The spectral stem starts with
