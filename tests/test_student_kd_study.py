@@ -1,0 +1,52 @@
+"""scripts/student_kd_study.py: its summary is the mean over seeds of each (task, student) with the worst seed's
+retained share, it refuses what it cannot run before training, and on the smoke profile a run of the applications'
+student at seed 0 reproduces the chapter's task-KD entry (same code path, same teacher)."""
+
+import json
+
+import pytest
+
+
+def test_summary_means_each_task_and_student_and_keeps_the_worst_seed(load_script):
+    mod = load_script("student_kd_study")
+    base = {"budget": "100%", "val_f1": 0.5, "test_precision": 0.8, "test_recall": 0.6}
+    rows = [{**base, "task": "wildfire", "student": "a", "seed": s, "test_f1": f, "f1_retained": f / 0.8}
+            for s, f in ((0, 0.8), (1, 0.72))]
+    rows.append({**base, "task": "megafauna", "student": "a", "seed": 0, "test_f1": 0.6, "f1_retained": 0.6 / 0.65})
+    out = {(s["task"], s["student"]): s for s in mod.summarise(rows)}
+    assert set(out) == {("wildfire", "a"), ("megafauna", "a")}
+    w = out["wildfire", "a"]
+    assert w["seeds"] == [0, 1] and w["test_f1_mean"] == pytest.approx(0.76)
+    assert w["f1_retained_mean"] == pytest.approx(0.95) and w["f1_retained_min"] == pytest.approx(0.9)
+    assert out["megafauna", "a"]["f1_retained_min"] == pytest.approx(0.6 / 0.65)
+
+
+def test_it_refuses_what_it_cannot_run_before_training(load_script):
+    mod = load_script("student_kd_study")
+    with pytest.raises(SystemExit):
+        mod.main([])  # --run is required
+    with pytest.raises(ValueError, match="TASK,STUDENT,SEED"):
+        mod.run(["wildfire,tinyres16_anyband"], "smoke")
+    with pytest.raises(ValueError, match="TASK,STUDENT,SEED"):
+        mod.run(["fires,tinyres16_anyband,0"], "smoke")
+    with pytest.raises(ValueError, match="unknown student 'nope'"):
+        mod.run(["wildfire,nope,0"], "smoke")
+    # a registry encoder the smoke profile's distill stage did not distil: no KD weights to start from
+    with pytest.raises(ValueError, match="kd_convnext_atto_anyband.safetensors not found"):
+        mod.run(["megafauna,convnext_atto_anyband,0"], "smoke")
+    assert mod.parse_run("megafauna,tinyres16_anyband,2") == {"task": "megafauna", "student": "tinyres16_anyband",
+                                                              "seed": 2}
+
+
+@pytest.mark.parametrize("task", ["wildfire", "megafauna"])
+def test_a_smoke_run_reproduces_the_chapters_task_kd_entry(load_script, real_data, task):
+    from vhrfm.config import load_profile, results_dir
+
+    mod = load_script("student_kd_study")
+    student = load_profile("smoke")[task]["student"]
+    (row,) = mod.run([f"{task},{student},0"], "smoke")
+    block = json.loads((results_dir("smoke") / task / "metrics.json").read_text())["distillation"]
+    entry = block["by_budget"][row["budget"]]
+    assert block["student"] == student and row["teacher_model"] == entry["teacher_model"]
+    assert row["test_f1"] == pytest.approx(entry["student_taskkd_f1"], abs=1e-9)
+    assert row["f1_retained"] == pytest.approx(entry["f1_retained"], abs=1e-9)
