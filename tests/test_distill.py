@@ -163,6 +163,16 @@ def test_architecture_scan_times_untrained_candidates_like_the_students():
             assert r[f"speedup_{rt}_iqr"][0] <= r[f"speedup_{rt}"] <= r[f"speedup_{rt}_iqr"][1]
 
 
+def test_scan_names_the_student_built_on_a_candidate():
+    from vhrfm.distill.run import scan_student
+
+    students = ["tinyres16_anyband", "mobilenetv3_small_anyband", "vit_nano_p8"]
+    assert scan_student("vhrfm_tinyres16", students) == "tinyres16_anyband"
+    assert scan_student("mobilenetv3_small_100", students) == "mobilenetv3_small_anyband"
+    assert scan_student("mobilenetv3_small_050", students) is None  # a narrower candidate, not distilled
+    assert scan_student("vhrfm_tinyres16", ["mobilenetv3_small_anyband"]) is None  # a registry net, not a student here
+
+
 def test_paired_speedups_in_torch_and_onnx_runtime():
     from vhrfm.distill.efficiency import paired_speedups
 

@@ -102,12 +102,12 @@ def test_distillation_speed_paragraphs_read_the_scan_and_the_task_networks(real_
     m = json.loads(path.read_text())
     t_flops = m["teacher"]["flops_per_image"]
 
-    def cand(st, so):
+    def cand(st, so, distilled_as=None):
         return {"params": 1000, "flops_per_image": t_flops / 50, "size_mb_fp32": 0.1, "speedup_torch": st,
                 "speedup_torch_iqr": [st - 0.1, st + 0.1], "speedup_onnx": so, "speedup_onnx_iqr": [so - 1, so + 1],
-                "calls_per_timing": {"torch": 2, "onnx": 9}}
+                "calls_per_timing": {"torch": 2, "onnx": 9}, "distilled_as": distilled_as}
 
-    m["architecture_scan"] = {"net_a": cand(6.0, 25.0), "net_b": cand(7.5, 12.0)}
+    m["architecture_scan"] = {"net_a": cand(6.0, 25.0), "net_b": cand(7.5, 12.0), "net_c": cand(5.0, 22.0, "student_c")}
     base = {"params": 10, "flops_per_image": 2e9, "encoder_flops_share": 0.4, "cpu_latency_ms": 9.0,
             "onnx_latency_ms": 4.0, "speedup_onnx_vs_torch": 2.25, "speedup_onnx_vs_torch_iqr": [2.0, 2.5]}
     student = {**base, "model": "wildfire_student_x", "flops_per_image": 1e8, "speedup_torch": 3.0,
@@ -119,10 +119,14 @@ def test_distillation_speed_paragraphs_read_the_scan_and_the_task_networks(real_
     path.write_text(json.dumps(m))
     monkeypatch.setenv("VHRFM_ROOT", str(tmp_path))
     md = " ".join(render("smoke", TEMPLATE, tmp_path / "p.html").with_suffix(".md").read_text().split())
-    assert "Of these 2 architectures, 0 reach the twenty-fold target in PyTorch and 1 in ONNX Runtime." in md
+    assert "Of these 3 architectures, 0 reach the twenty-fold target in PyTorch and 2 in ONNX Runtime." in md
     assert "The best speed-up in PyTorch is 7.5 (net_b, with 50 times fewer FLOPs than the teacher)" in md
     assert "the best in ONNX Runtime is 25.0 (net_a)" in md
     assert "On this machine the target is within reach only in ONNX Runtime." in md
+    # a candidate that is one of the chapter's students is not called undistilled; the others are
+    assert "Of those reaching it in ONNX Runtime, student_c is a student of this chapter" in md
+    assert "net_a has not been distilled: whether it keeps the teacher's task F1 is not measured." in md
+    assert "net_c has not been distilled" not in md
     assert "| wildfire | teacher: wildfire_teacher_x | unet | 10 | 2.00 (40.0 %) | — | — | 2.2 (2.0–2.5) |" in md
     assert ("| wildfire | student: wildfire_student_x | fpn, width 32, skips 1 | 10 | 0.10 (40.0 %) | 3.0 (2.9–3.1) | "
             "8.0 (7.0–9.0) |") in md
@@ -139,3 +143,14 @@ def test_resolution_split_reads_the_vhr_group_and_needs_both_groups():
     assert "aircraft, seals" in text and "80.0 %" in text and "85.0 %" in text and "75.0 %" in text
     assert "60.0 %" not in text  # the out-of-resolution group is the paper's, not the headline's
     assert _resolution_text(None) == "" and _resolution_text({"vhr": by["vhr"]}) == ""
+
+
+def test_a_students_goal_cell_names_the_parts_that_fail():
+    from vhrfm.paper import _student_goal_text
+
+    ok = {"params_ok": True, "size_ok": True, "speed_ok": True, "f1_ok": True}
+    assert _student_goal_text({**ok, "met": True}) == "**met**"
+    assert _student_goal_text({**ok, "speed_ok": False, "met": False}) == "not met: speed"
+    assert (_student_goal_text({**ok, "params_ok": False, "speed_ok": False, "f1_ok": None, "met": False})
+            == "not met: parameters, speed (task F1 on each task not measured)")
+    assert _student_goal_text({**ok, "f1_ok": None, "met": False}) == "not met: — (task F1 on each task not measured)"

@@ -77,6 +77,13 @@ def goal_check(students: dict, max_params: int = 2_000_000, max_int8_mb: float =
                         "f1_retained_each_task": min_retained}}
 
 
+def scan_student(timm_name: str, students: list[str]) -> str | None:
+    """The student of ``students`` (registry names) built on the timm network ``timm_name``, or None."""
+    from vhrfm.models import encoder_config
+
+    return next((s for s in students if encoder_config(s).get("timm_name") == timm_name), None)
+
+
 def fastest_onnx_ms(e: dict, min_cosine: float = 0.99) -> float:
     """The lower ONNX Runtime latency of an efficiency record (:func:`vhrfm.distill.efficiency.measure`): fp32, or
     static int8 where its features stay within ``min_cosine`` of PyTorch's (:func:`fastest_precision`)."""
@@ -121,6 +128,8 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
                                EFFICIENCY_BANDS["gsd"], size=d["bench_size"], rounds=rounds, seed=seed, min_block_s=block)
     scan = architecture_scan(encoders["teacher"], d.get("scan", []), wl, wd, EFFICIENCY_BANDS["gsd"],
                              size=d["bench_size"], rounds=rounds, seed=seed, min_block_s=block, progress=progress)
+    for name, r in scan.items():  # the student (if any) whose network this is: distilled, its task F1 measured
+        r["distilled_as"] = scan_student(name, d["students"])
     task_models = {}
     for task in APP_TASKS:
         pair = index_models(profile, task, ("teacher", "student"))
@@ -183,4 +192,4 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
     return metrics
 
 
-__all__ = ["run_distillation", "goal_check", "task_f1", "task_scores", "index_models", "EFFICIENCY_BANDS"]
+__all__ = ["run_distillation", "goal_check", "scan_student", "task_f1", "task_scores", "index_models", "EFFICIENCY_BANDS"]
