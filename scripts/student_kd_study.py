@@ -46,42 +46,43 @@ def parse_run(spec: str) -> dict:
     return {"task": parts[0], "student": parts[1], "seed": int(parts[2])}
 
 
-def distilled_teacher(profile: str, task: str, budget: str):
-    """The teacher variant the chapter distilled at ``budget``, its test F1 there, and its saved network."""
+def distilled_teacher(profile: str, task: str, app, budget: str):
+    """The teacher variant the chapter distilled at ``budget``, its test F1 there, and its saved network (the task
+    model the application wrote under its ``model_tag``)."""
     from vhrfm.apps.taskmodel import load_task_model
     from vhrfm.config import models_dir, results_dir
 
     row = json.loads((results_dir(profile) / task / "metrics.json").read_text())["distillation"]["by_budget"][budget]
-    tag = f"{task}_{row['teacher_model']}_{budget.replace('%', 'pct')}"
-    net = load_task_model(models_dir(profile) / task / f"{tag}.safetensors", task=task).net
-    return row["teacher_model"], row["teacher_f1"], net
+    path = models_dir(profile) / task / f"{app.model_tag(row['teacher_model'], budget)}.safetensors"
+    return row["teacher_model"], row["teacher_f1"], load_task_model(path, task=task).net
 
 
 def run(specs: list[str], profile: str) -> list[dict]:
     from vhrfm.apps import megafauna, wildfire
-    from vhrfm.config import models_dir
+    from vhrfm.config import load_profile
+    from vhrfm.distill.task import student_spec
     from vhrfm.models import list_encoders
 
+    apps = {"wildfire": wildfire, "megafauna": megafauna}
     runs = [parse_run(s) for s in specs]
     for r in runs:
         if r["student"] not in list_encoders():
             raise ValueError(f"--run: unknown student {r['student']!r}; expected one of {list_encoders()}")
-        kd_path = models_dir(profile) / "distill" / f"kd_{r['student']}.safetensors"
-        if not kd_path.exists():
-            raise ValueError(f"--run: {kd_path} not found (a student of the profile's `distill.students`?)")
+        # the application's student spec with this student put in: its KD weights, the task's head
+        r["spec"] = student_spec(profile, {**load_profile(profile)[r["task"]], "student": r["student"]})
+        if not r["spec"]["path"].exists():
+            raise ValueError(f"--run: {r['spec']['path']} not found (a student of the profile's `distill.students`?)")
     tasks, teachers, rows = {}, {}, []
     for r in runs:
-        name = r["task"]
+        name, spec = r["task"], r.pop("spec")
         if name not in tasks:
-            tasks[name] = (wildfire if name == "wildfire" else megafauna).load_task(profile, progress=False)
+            tasks[name] = apps[name].load_task(profile, progress=False)
         task = tasks[name]
         cfg = task.cfg
         budget = max(cfg["budgets"], key=cfg["budgets"].get)
         if name not in teachers:
-            teachers[name] = distilled_teacher(profile, name, budget)
+            teachers[name] = distilled_teacher(profile, name, apps[name], budget)
         teacher_model, teacher_f1, teacher_net = teachers[name]
-        spec = {"arch": r["student"], "path": models_dir(profile) / "distill" / f"kd_{r['student']}.safetensors",
-                "head": dict(cfg.get("student_head") or {})}
         kd = {"kd_teacher": teacher_net, "kd_pool": task.train, "kd_weight": cfg.get("kd_weight", 1.0)}
         sub, seed, t0 = task.train.subset(task.budgets[budget]), r["seed"], time.perf_counter()
         desc = f"{name} {r['student']} seed {seed}"
