@@ -131,7 +131,8 @@ if len(task_kd):
 display(task_kd.round(3) if len(task_kd) else "no task-KD runs in the application metrics")
 display(pd.DataFrame({s: {k: v[k] for k in ("f1_wildfire", "f1_megafauna", "f1_retained")} for s, v in metrics["students"].items()}).T)
 print("teacher F1 (largest budget):", {k: metrics["teacher"].get(k) for k in ("f1_wildfire", "f1_megafauna")})
-print("goal (<= 2 M params, <= 5 MB int8, >= 20x faster, >= 95 % of the teacher's F1 on each task):",
+print("goal (<= 2 M params, <= 5 MB int8, >= 20x faster, >= 95 % of the teacher's F1 on each task);"
+      " met reads the speed in PyTorch, met_onnx with both models in ONNX Runtime:",
       json.dumps(metrics["goal"]["students"], indent=1))
 
 if len(task_kd):
@@ -259,5 +260,8 @@ fig.savefig(fig_dir / "kd_loss.png", dpi=110)
 #   confidence intervals are not evidence.
 # * An ONNX file is exported for one band set (the spectral stem folded into a plain convolution); the
 #   PyTorch student accepts any band set.
+# * Paired timings start after an idle pause (`speedup_settle_ms`): ONNX Runtime's worker threads spin after a
+#   call, and without it the other model's threads shared the two cores with the one being timed (the ONNX
+#   speed-up of the smallest student read about 13x paired against 24x from separate latencies).
 # * int8 is dynamic quantisation in ONNX Runtime, whose integer convolutions can be slower than fp32 on
 #   some CPUs: the table reports what this machine measured.

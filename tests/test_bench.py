@@ -123,7 +123,7 @@ def test_quant_benchmark_static_int8_keeps_features_and_reports_paired_speedups(
     calib = rng.normal(size=(4, 3, 64, 64)).astype(np.float32)
     evaluation = rng.normal(size=(3, 3, 64, 64)).astype(np.float32)
     r = bench_quant(encs, "teacher", [665.0, 560.0, 490.0], [30.0, 35.0, 65.0], 0.5, calib, evaluation, rounds=2,
-                    min_block_s=0.0, progress=False)
+                    min_block_s=0.0, settle_s=0.0, progress=False)
     assert r["reference"] == "teacher" and r["input"] == [3, 64, 64]
     for name, row in r["models"].items():
         assert row["fp32"]["cosine_to_torch"] > 0.9999

@@ -125,7 +125,7 @@ def test_paired_speedup_is_the_median_ratio_of_alternating_timings():
         return f
 
     out = paired_speedup(call("ref", 4.0), call("fn", 1.0), rounds=9, warmup=2, clock=lambda: now[0])
-    assert out == {"median": 4.0, "iqr": [4.0, 4.0], "rounds": 9, "calls_per_timing": 1}
+    assert out == {"median": 4.0, "iqr": [4.0, 4.0], "rounds": 9, "calls_per_timing": 1, "settle_ms": 0.0}
     assert order[4:8] == ["ref", "fn", "fn", "ref"]  # round 0 reference first, round 1 the other first
 
 
@@ -145,6 +145,34 @@ def test_paired_speedup_times_blocks_of_calls_long_enough():
     out = paired_speedup(call("ref", 4.0), call("fn", 1.0), rounds=4, warmup=1, clock=lambda: now[0], min_block_s=5.0)
     assert out["calls_per_timing"] == 5 and out["median"] == 4.0
     assert calls == {"ref": 1 + 4 * 5, "fn": 1 + 1 + 4 * 5}  # warm-up, the calibration call (fn), 4 rounds of 5
+
+
+def test_paired_speedup_settles_before_each_block_outside_the_timing():
+    """With ``settle_s``, an idle pause precedes every timed block of either callable (the other runtime's threads
+    stop spinning), and is not timed: a fake sleep that moves the fake clock by a lot leaves the ratio at 4."""
+    from vhrfm.distill.efficiency import paired_speedup
+
+    now, events = [0.0], []
+
+    def call(name, cost):
+        def f():
+            events.append(name)
+            now[0] += cost
+        return f
+
+    def sleep(s):
+        events.append("sleep")
+        now[0] += 1000.0 * s
+
+    out = paired_speedup(call("ref", 4.0), call("fn", 1.0), rounds=4, warmup=1, clock=lambda: now[0],
+                         min_block_s=2.0, settle_s=0.05, sleep=sleep)
+    assert out["median"] == 4.0 and out["iqr"] == [4.0, 4.0] and out["settle_ms"] == 50.0
+    timed = events[3:]  # after the warm-up pair and the calibration call
+    assert timed == ["sleep", "ref", "ref", "sleep", "fn", "fn", "sleep", "fn", "fn", "sleep", "ref", "ref"] * 2
+    # without it, no pause
+    events.clear()
+    paired_speedup(call("ref", 4.0), call("fn", 1.0), rounds=2, warmup=1, clock=lambda: now[0], sleep=sleep)
+    assert "sleep" not in events
 
 
 def test_architecture_scan_times_untrained_candidates_like_the_students():

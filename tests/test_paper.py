@@ -154,3 +154,7 @@ def test_a_students_goal_cell_names_the_parts_that_fail():
     assert (_student_goal_text({**ok, "params_ok": False, "speed_ok": False, "f1_ok": None, "met": False})
             == "not met: parameters, speed (task F1 on each task not measured)")
     assert _student_goal_text({**ok, "f1_ok": None, "met": False}) == "not met: — (task F1 on each task not measured)"
+    # met with the speed read in ONNX Runtime only: said, with what fails in PyTorch
+    assert (_student_goal_text({**ok, "speed_ok": False, "met": False, "speed_ok_onnx": True, "met_onnx": True})
+            == "**met in ONNX Runtime**; in PyTorch not met: speed")
+    assert _student_goal_text({**ok, "speed_ok": False, "met": False, "met_onnx": False}) == "not met: speed"

@@ -304,7 +304,7 @@ def run_scene(out_dir: Path, profile: str = "cpu", task: str = "wildfire") -> Pa
 
 
 def bench_quant(encoders: dict, reference: str, wavelengths, widths, gsd: float, calib: np.ndarray, evaluation: np.ndarray,
-                rounds: int = 20, min_block_s: float = 0.02, min_cosine: float = 0.99, seed: int = 0,
+                rounds: int = 20, min_block_s: float = 0.02, settle_s: float = 0.05, min_cosine: float = 0.99, seed: int = 0,
                 progress: bool = True) -> dict:
     """Each encoder of ``encoders`` ({name: any-band encoder}) fixed to one band set and exported to ONNX (fp32), then
     quantised to int8 dynamically and statically (calibrated on ``calib``). Per model and precision: file size,
@@ -341,7 +341,7 @@ def bench_quant(encoders: dict, reference: str, wavelengths, widths, gsd: float,
                              "cosine_to_torch": round(mean_cosine(y, ref), 5),
                              "latency_ms": round(1e3 * _median_time(lambda: sess.run(None, feed), 10), 3)}
             out[name] = row
-        kw = {"rounds": rounds, "min_block_s": min_block_s}
+        kw = {"rounds": rounds, "min_block_s": min_block_s, "settle_s": settle_s}  # settle: the sessions' spinning threads
 
         def run(key):
             s = sessions[key]
@@ -366,7 +366,8 @@ def bench_quant(encoders: dict, reference: str, wavelengths, widths, gsd: float,
                 p = paired_speedup(run((reference, best_ref)), run((name, out[name]["fastest"])), **kw)
                 out[name]["speedup_fastest_vs_reference_fastest"] = p["median"]
                 out[name]["speedup_fastest_vs_reference_fastest_iqr"] = p["iqr"]
-    return {"reference": reference, "input": list(evaluation.shape[1:]), "min_cosine": min_cosine, "models": out}
+    return {"reference": reference, "input": list(evaluation.shape[1:]), "min_cosine": min_cosine,
+            "settle_ms": round(1e3 * settle_s, 3), "models": out}
 
 
 def run_quant(out_dir: Path, profile: str = "cpu", n_calib: int = 16, n_eval: int = 8, rounds: int = 20) -> Path:

@@ -204,7 +204,8 @@ def _median_time(fn, repeats: int, warmup: int = 2) -> float:
     return float(np.median(times))
 
 
-def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_counter, min_block_s: float = 0.0) -> dict:
+def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_counter, min_block_s: float = 0.0,
+                   settle_s: float = 0.0, sleep=time.sleep) -> dict:
     """Speed-up of ``fn`` over ``ref_fn`` from interleaved timings: each round times one block of calls of each back to
     back (the order alternating between rounds), so both see the same machine state, and the speed-up is the median
     of the rounds' ratios (ref time / fn time) with their interquartile range. Latencies measured minutes apart on a
@@ -212,7 +213,14 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
 
     A block is ``calls_per_timing`` calls of the same callable, as many as make ``fn``'s block last ``min_block_s``
     (timed after the warm-up; 1 when 0): a 1 ms call timed alone carries the scheduler's jitter, which spread the
-    ONNX Runtime ratios of the smallest student over an interquartile range from 7 to 17."""
+    ONNX Runtime ratios of the smallest student over an interquartile range from 7 to 17.
+
+    ``settle_s``: an idle pause before every timed block (outside the timing). ONNX Runtime's worker threads keep
+    spinning for a while after a run returns; two sessions timed back to back on two cores then share them with the
+    previous session's spinning threads, which slows the shorter calls most. In an ad-hoc check on 2 cores (ResNet-18
+    against ``vhrfm_tinyres16``, untrained) the paired ONNX ratio was 14.5x (IQR 10.2-25.2) without a pause and
+    23.4x (22.9-23.9) with 50 ms, against 23.6x from latencies measured apart; PyTorch's, one thread pool for both,
+    moved by 2 %. Chapter 2 records its own figures with the pause it uses (``speedup_settle_ms``)."""
     for _ in range(warmup):
         ref_fn()
         fn()
@@ -226,6 +234,8 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
         pair = (ref_fn, fn) if r % 2 == 0 else (fn, ref_fn)
         spent = []
         for call in pair:
+            if settle_s > 0:
+                sleep(settle_s)
             t0 = clock()
             for _ in range(calls):
                 call()
@@ -234,11 +244,11 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
         ratios.append(t_ref / max(t_fn, 1e-12))
     q25, q50, q75 = np.percentile(ratios, [25, 50, 75])
     return {"median": round(float(q50), 3), "iqr": [round(float(q25), 3), round(float(q75), 3)], "rounds": rounds,
-            "calls_per_timing": calls}
+            "calls_per_timing": calls, "settle_ms": round(1e3 * settle_s, 3)}
 
 
 def paired_speedups(teacher: nn.Module, students: dict[str, nn.Module], wavelengths, widths, gsd: float, *,
-                    size: int = 256, rounds: int = 30, seed: int = 0, min_block_s: float = 0.0,
+                    size: int = 256, rounds: int = 30, seed: int = 0, min_block_s: float = 0.0, settle_s: float = 0.0,
                     progress: bool = False) -> dict:
     """:func:`paired_speedup` of each of ``students`` ({name: encoder}) over ``teacher`` at batch one, in PyTorch and
     in ONNX Runtime (fp32 graphs of :func:`export_onnx`), on the same random input of their band set; the teacher is
@@ -253,14 +263,15 @@ def paired_speedups(teacher: nn.Module, students: dict[str, nn.Module], waveleng
         for name, enc in tqdm(students.items(), desc="paired speed-ups", disable=not progress):
             model = FixedBands(enc, wavelengths, widths, gsd).eval()
             sess = ort_session(export_onnx(model, x1, Path(d) / f"{name}.onnx"))
-            out[name] = {"torch": paired_speedup(lambda: ref(x1), lambda: model(x1), rounds, min_block_s=min_block_s),
-                         "onnx": paired_speedup(lambda: ref_sess.run(None, feed), lambda: sess.run(None, feed), rounds,
-                                                min_block_s=min_block_s)}
+            kw = {"min_block_s": min_block_s, "settle_s": settle_s}
+            out[name] = {"torch": paired_speedup(lambda: ref(x1), lambda: model(x1), rounds, **kw),
+                         "onnx": paired_speedup(lambda: ref_sess.run(None, feed), lambda: sess.run(None, feed), rounds, **kw)}
     return out
 
 
 def architecture_scan(teacher: nn.Module, timm_names: list[str], wavelengths, widths, gsd: float, *, size: int = 256,
-                      rounds: int = 30, seed: int = 0, min_block_s: float = 0.0, progress: bool = False) -> dict:
+                      rounds: int = 30, seed: int = 0, min_block_s: float = 0.0, settle_s: float = 0.0,
+                      progress: bool = False) -> dict:
     """Which student architectures *could* reach a speed target, before any is trained: each timm network of
     ``timm_names`` with the any-band stem, at random initialisation (the time of a forward pass does not depend on the
     weights' values), measured like the trained students (parameters, FLOPs, fp32 size, :func:`paired_speedups` over
@@ -272,7 +283,7 @@ def architecture_scan(teacher: nn.Module, timm_names: list[str], wavelengths, wi
         torch.manual_seed(seed)
         cands[name] = AnyBandConvNet(name).eval()
     paired = paired_speedups(teacher, cands, wavelengths, widths, gsd, size=size, rounds=rounds, seed=seed,
-                             min_block_s=min_block_s, progress=progress)
+                             min_block_s=min_block_s, settle_s=settle_s, progress=progress)
     x1 = torch.zeros(1, len(wavelengths), size, size)
     out = {}
     for name, enc in cands.items():
@@ -286,7 +297,7 @@ def architecture_scan(teacher: nn.Module, timm_names: list[str], wavelengths, wi
 
 
 def task_model_efficiency(models: dict, reference: str, *, size: int = 256, rounds: int = 30, seed: int = 0,
-                          min_block_s: float = 0.0) -> dict:
+                          min_block_s: float = 0.0, settle_s: float = 0.0) -> dict:
     """Efficiency of whole task networks (encoder and dense head, as ``vhrfm predict`` runs them) on ``size`` x
     ``size`` tiles of their training bands at batch one: parameters, FLOPs (and the encoder's share), and each
     model's :func:`paired_speedup` over ``models[reference]`` in PyTorch and in ONNX Runtime, and over itself in
@@ -304,7 +315,7 @@ def task_model_efficiency(models: dict, reference: str, *, size: int = 256, roun
     torch.manual_seed(seed)
     x1 = torch.randn(1, c, size, size)
     feed = {"image": x1.numpy()}
-    kw = {"min_block_s": min_block_s}
+    kw = {"min_block_s": min_block_s, "settle_s": settle_s}
     nets, sessions, out = {}, {}, {}
     with tempfile.TemporaryDirectory() as d, torch.no_grad():
         for name, tm in models.items():

@@ -59,20 +59,26 @@ def goal_check(students: dict, max_params: int = 2_000_000, max_int8_mb: float =
                min_retained: float = 0.95) -> dict:
     """The chapter's goal per student: <= ``max_params`` parameters, <= ``max_int8_mb`` MB in int8, >= ``min_speedup``
     x the teacher's CPU speed (PyTorch, batch 1: the median of alternating timings, ``speedup_vs_teacher``), and
-    >= ``min_retained`` of the teacher's task F1 on *each* task. ``speed_ok_onnx`` (both models in ONNX Runtime)
-    and ``speed_ok_batch`` (PyTorch throughput at the bench batch, 32; ``speedup_vs_teacher_batch``) are reported
-    beside it and do not count towards ``met``: the goal was set on PyTorch at batch one, the pipeline's runtime."""
+    >= ``min_retained`` of the teacher's task F1 on *each* task: ``met``.
+
+    The issue asks for the speed "on the CPU" without naming a runtime. ``met_onnx`` is the same goal with the speed
+    read with both models in ONNX Runtime (``speedup_vs_teacher_onnx``, batch 1, paired; how ``vhrfm predict
+    --runtime onnx`` runs a network), so the two readings are never mixed. ``speed_ok_batch`` (PyTorch throughput at
+    the bench batch, 32; ``speedup_vs_teacher_batch``) is reported beside them and counts towards neither."""
     rows = {}
     for name, v in students.items():
         per_task = [r["f1_retained"] if r and r.get("f1_retained") is not None else None for r in v["task_kd"].values()]
-        rows[name] = {"params_ok": v["params"] <= max_params, "size_ok": v["size_mb_int8"] <= max_int8_mb,
-                      "speed_ok": v["speedup_vs_teacher"] >= min_speedup,
-                      "f1_ok": None if None in per_task else all(r >= min_retained for r in per_task)}
-        rows[name]["met"] = all(rows[name].values())
+        row = {"params_ok": v["params"] <= max_params, "size_ok": v["size_mb_int8"] <= max_int8_mb,
+               "speed_ok": v["speedup_vs_teacher"] >= min_speedup,
+               "f1_ok": None if None in per_task else all(r >= min_retained for r in per_task)}
+        row["met"] = all(row.values())
         for key, flag in (("speedup_vs_teacher_onnx", "speed_ok_onnx"), ("speedup_vs_teacher_batch", "speed_ok_batch")):
             if v.get(key) is not None:
-                rows[name][flag] = v[key] >= min_speedup
+                row[flag] = v[key] >= min_speedup
+        row["met_onnx"] = bool(row.get("speed_ok_onnx")) and all(row[k] for k in ("params_ok", "size_ok", "f1_ok"))
+        rows[name] = row
     return {"students": rows, "met": any(r["met"] for r in rows.values()),
+            "met_onnx": any(r["met_onnx"] for r in rows.values()),
             "targets": {"params": max_params, "size_mb_int8": max_int8_mb, "speedup_vs_teacher": min_speedup,
                         "f1_retained_each_task": min_retained}}
 
@@ -123,11 +129,13 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
         eff[name] = measure(encoders[name], wl, wd, EFFICIENCY_BANDS["gsd"], size=d["bench_size"], batch=d["bench_batch"],
                             repeats=d["bench_repeats"], seed=seed, calib=calib, evaluation=evaluation)
     t_lat = eff["teacher"]["cpu_latency_ms"]
-    rounds, block = max(10, 3 * d["bench_repeats"]), d.get("speedup_min_block_ms", 0) / 1e3
+    rounds = max(10, 3 * d["bench_repeats"])
+    # blocks of calls long enough to time, each after an idle pause (ONNX Runtime's spinning threads: paired_speedup)
+    timing = {"min_block_s": d.get("speedup_min_block_ms", 0) / 1e3, "settle_s": d.get("speedup_settle_ms", 0) / 1e3}
     speedups = paired_speedups(encoders["teacher"], {s: encoders[f"kd_{s}"] for s in d["students"]}, wl, wd,
-                               EFFICIENCY_BANDS["gsd"], size=d["bench_size"], rounds=rounds, seed=seed, min_block_s=block)
+                               EFFICIENCY_BANDS["gsd"], size=d["bench_size"], rounds=rounds, seed=seed, **timing)
     scan = architecture_scan(encoders["teacher"], d.get("scan", []), wl, wd, EFFICIENCY_BANDS["gsd"],
-                             size=d["bench_size"], rounds=rounds, seed=seed, min_block_s=block, progress=progress)
+                             size=d["bench_size"], rounds=rounds, seed=seed, progress=progress, **timing)
     for name, r in scan.items():  # the student (if any) whose network this is: distilled, its task F1 measured
         r["distilled_as"] = scan_student(name, d["students"])
     task_models = {}
@@ -135,7 +143,7 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
         pair = index_models(profile, task, ("teacher", "student"))
         if pair:
             task_models[task] = task_model_efficiency(pair, "teacher", size=pair["student"].card.get("tile_size", 256),
-                                                      rounds=rounds, seed=seed, min_block_s=block)
+                                                      rounds=rounds, seed=seed, **timing)
     students, tput = {}, "cpu_images_per_s_b%d" % d["bench_batch"]
     for s in d["students"]:
         e, paired = eff[f"kd_{s}"], speedups[s]
@@ -175,6 +183,7 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
     metrics = {
         "profile": profile, "teacher_encoder": teacher.card["arch"], "bands_for_efficiency": EFFICIENCY_BANDS,
         "input_px": d["bench_size"], "speedup_min_block_ms": d.get("speedup_min_block_ms", 0),
+        "speedup_settle_ms": d.get("speedup_settle_ms", 0),
         "teacher": {**eff["teacher"], "probe_linear_acc": mean_over_tasks(probe, "teacher"), **teacher_f1},
         "students": students, "goal": goal_check(students),
         "probe": {t: {m: {k: r[k] for k in ("linear_acc", "ci95", "knn_acc", "linear_val_acc", "n_test")} for m, r in by.items()}
