@@ -25,6 +25,11 @@ def mean_over_seeds(rows: list[dict], setting: tuple[str, ...], means: tuple[str
              **{f"{k}_mean": float(np.mean([r[k] for r in rs])) for k in means}} for key, rs in groups.items()]
 
 
+def runs_of(rows: list[dict], entry: dict, setting: tuple[str, ...]) -> list[dict]:
+    """The runs of ``rows`` with ``entry``'s values of the ``setting`` keys (one entry of :func:`mean_over_seeds`)."""
+    return [r for r in rows if all(r[k] == entry[k] for k in setting)]
+
+
 def study_main(argv, doc: str, metavar: str, run: Callable[[list[str], str], list[dict]],
                summarise: Callable[[list[dict]], list[dict]]) -> None:
     """``--run SPEC`` (repeated), ``--profile``, ``--out``: run the specs, print a JSON line per setting's mean,

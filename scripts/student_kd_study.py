@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_study.py, however this file is loaded
-from _study import mean_over_seeds, study_main  # noqa: E402
+from _study import mean_over_seeds, runs_of, study_main  # noqa: E402
 
 TASKS = ("wildfire", "megafauna")
 SETTING = ("task", "student", "budget")
@@ -110,8 +110,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     """Mean over seeds of each (task, student, budget), with the smallest retained share over its seeds."""
     means = mean_over_seeds(rows, SETTING, MEANS)
     for s in means:
-        same = [r for r in rows if all(r[k] == s[k] for k in SETTING)]
-        s["f1_retained_min"] = min(r["f1_retained"] for r in same)
+        s["f1_retained_min"] = min(r["f1_retained"] for r in runs_of(rows, s, SETTING))
     return means
 
 

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_study.py, however this file is loaded
-from _study import mean_over_seeds, study_main  # noqa: E402
+from _study import mean_over_seeds, runs_of, study_main  # noqa: E402
 
 READINGS = ("torch", "onnx", "onnx_nospin", "onnx_nosettle")
 SETTING = ("student",)
@@ -113,7 +113,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     """Mean over repetitions of each student's speed-ups, with the smallest and largest median of each reading."""
     means = mean_over_seeds(rows, SETTING, MEANS)
     for s in means:
-        same = [r for r in rows if r["student"] == s["student"]]
+        same = runs_of(rows, s, SETTING)
         for k in MEANS:
             s[f"{k}_range"] = [min(r[k] for r in same), max(r[k] for r in same)]
     return means
