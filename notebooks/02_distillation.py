@@ -261,7 +261,8 @@ fig.savefig(fig_dir / "kd_loss.png", dpi=110)
 # * An ONNX file is exported for one band set (the spectral stem folded into a plain convolution); the
 #   PyTorch student accepts any band set.
 # * Paired timings start after an idle pause (`speedup_settle_ms`): ONNX Runtime's worker threads spin after a
-#   call, and without it the other model's threads shared the two cores with the one being timed (the ONNX
-#   speed-up of the smallest student read about 13x paired against 24x from separate latencies).
+#   call, and without it the other model's threads shared the two cores with the one being timed, which lowered
+#   and spread the smaller network's ONNX speed-up (`scripts/student_speed_study.py` measures it with and without
+#   the pause).
 # * int8 is dynamic quantisation in ONNX Runtime, whose integer convolutions can be slower than fp32 on
 #   some CPUs: the table reports what this machine measured.

@@ -217,10 +217,9 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
 
     ``settle_s``: an idle pause before every timed block (outside the timing). ONNX Runtime's worker threads keep
     spinning for a while after a run returns; two sessions timed back to back on two cores then share them with the
-    previous session's spinning threads, which slows the shorter calls most. In an ad-hoc check on 2 cores (ResNet-18
-    against ``vhrfm_tinyres16``, untrained) the paired ONNX ratio was 14.5x (IQR 10.2-25.2) without a pause and
-    23.4x (22.9-23.9) with 50 ms, against 23.6x from latencies measured apart; PyTorch's, one thread pool for both,
-    moved by 2 %. Chapter 2 records its own figures with the pause it uses (``speedup_settle_ms``)."""
+    previous session's spinning threads, which slows the shorter calls most, and spreads the ratios. PyTorch runs both
+    models on one thread pool and is barely affected. ``scripts/student_speed_study.py`` measures the paired ratios
+    with and without the pause (record: ``results/studies/student_speed_repeats.json``)."""
     for _ in range(warmup):
         ref_fn()
         fn()
