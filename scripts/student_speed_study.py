@@ -19,8 +19,8 @@ Prints a JSON line per run, then the mean over repetitions of each student; ``--
 with the machine and commit. Needs the profile's ``distill`` and ``pretrain`` outputs of ``dvc repro``.
 
 ``results/studies/student_speed_repeats.json`` (committed; not a pipeline output) was written on the cpu profile by
-``--run S,N`` for S in tinyres16_anyband, mobilenetv3_small_anyband and N in 0 to 4, with
-``--out results/studies/student_speed_repeats.json``.
+``--run tinyres16_anyband,N`` for N in 0 to 14 and ``--run mobilenetv3_small_anyband,N`` for N in 0 to 4 (one
+process, about 15 minutes), with ``--out results/studies/student_speed_repeats.json``.
 """
 
 from __future__ import annotations
