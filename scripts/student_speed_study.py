@@ -47,26 +47,12 @@ def parse_run(spec: str) -> dict:
     return {"student": parts[0], "seed": int(parts[1])}
 
 
-def session(path, spin: bool = True):
-    """An ONNX Runtime session as :func:`vhrfm.distill.efficiency.ort_session` makes it, optionally without the
-    worker threads' spinning."""
-    import onnxruntime as ort
-    import torch
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.inter_op_num_threads = 1
-    if not spin:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 def run(specs: list[str], profile: str) -> list[dict]:
     import torch
 
     from vhrfm.checkpoint import load_encoder
     from vhrfm.config import load_profile, models_dir
-    from vhrfm.distill.efficiency import FixedBands, export_onnx, paired_speedup
+    from vhrfm.distill.efficiency import FixedBands, export_onnx, ort_session, paired_speedup
     from vhrfm.distill.run import EFFICIENCY_BANDS
     from vhrfm.sensors import get_sensor
 
@@ -96,7 +82,7 @@ def run(specs: list[str], profile: str) -> list[dict]:
             out = {"torch": paired_speedup(lambda: teacher(x1), lambda: student(x1), rounds, min_block_s=block,
                                            settle_s=settle)}
             for name, spin, pause in (("onnx", True, settle), ("onnx_nospin", False, settle), ("onnx_nosettle", True, 0.0)):
-                ts, ss = session(files["teacher"], spin), session(files["student"], spin)
+                ts, ss = ort_session(files["teacher"], spin=spin), ort_session(files["student"], spin=spin)
                 out[name] = paired_speedup(lambda: ts.run(None, feed), lambda: ss.run(None, feed), rounds,
                                            min_block_s=block, settle_s=pause)
                 del ts, ss

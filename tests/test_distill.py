@@ -175,6 +175,16 @@ def test_paired_speedup_settles_before_each_block_outside_the_timing():
     assert "sleep" not in events
 
 
+def test_a_no_spin_session_turns_the_worker_threads_spinning_off(tmp_path):
+    from vhrfm.distill.efficiency import export_onnx, ort_session
+
+    path = export_onnx(torch.nn.Conv2d(3, 4, 3).eval(), torch.zeros(1, 3, 16, 16), tmp_path / "c.onnx")
+    key = "session.intra_op.allow_spinning"
+    assert ort_session(path, spin=False).get_session_options().get_session_config_entry(key) == "0"
+    with pytest.raises(Exception, match="does not have configuration"):  # ONNX Runtime's default (spinning), as the
+        ort_session(path).get_session_options().get_session_config_entry(key)  # chapter's sessions
+
+
 def test_architecture_scan_times_untrained_candidates_like_the_students():
     from vhrfm.distill.efficiency import architecture_scan
     from vhrfm.models.conv import AnyBandConvNet

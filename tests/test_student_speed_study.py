@@ -1,6 +1,6 @@
 """scripts/student_speed_study.py: its summary is the mean and range over repetitions of each student's speed-ups,
-it refuses what it cannot run before timing anything, its no-spin sessions really turn spinning off, and a smoke
-run gives the four readings with the profile's pause where it belongs."""
+it refuses what it cannot run before timing anything, and a smoke run gives the four readings with the profile's
+pause where it belongs (its no-spin sessions: ``ort_session(spin=False)``, tested in test_distill.py)."""
 
 import pytest
 
@@ -30,19 +30,6 @@ def test_it_refuses_what_it_cannot_run_before_timing(load_script):
     with pytest.raises(ValueError, match="no distilled student 'convnext_atto_anyband'"):
         mod.run(["convnext_atto_anyband,0"], "smoke")
     assert mod.parse_run("tinyres16_anyband,3") == {"student": "tinyres16_anyband", "seed": 3}
-
-
-def test_a_no_spin_session_turns_the_worker_threads_spinning_off(load_script, tmp_path):
-    import torch
-
-    from vhrfm.distill.efficiency import export_onnx
-
-    mod = load_script("student_speed_study")
-    path = export_onnx(torch.nn.Conv2d(3, 4, 3).eval(), torch.zeros(1, 3, 16, 16), tmp_path / "c.onnx")
-    key = "session.intra_op.allow_spinning"
-    assert mod.session(path, spin=False).get_session_options().get_session_config_entry(key) == "0"
-    with pytest.raises(Exception, match="does not have configuration"):  # ONNX Runtime's default (spinning), as the
-        mod.session(path).get_session_options().get_session_config_entry(key)  # chapter's sessions
 
 
 def test_a_smoke_run_gives_every_reading_with_the_profiles_pause(load_script, real_data):

@@ -184,12 +184,16 @@ def fastest_precision(latency_ms: dict, cosine: dict, min_cosine: float = 0.99) 
     return min(kept, key=latency_ms.__getitem__)
 
 
-def ort_session(path: str | Path, threads: int | None = None):
+def ort_session(path: str | Path, threads: int | None = None, spin: bool = True):
+    """An ONNX Runtime CPU session with ``threads`` intra-op threads (default: PyTorch's). ``spin=False`` turns off
+    the worker threads' spinning after a call (ONNX Runtime's default is on), as a shared machine might configure."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.inter_op_num_threads = 1
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
@@ -259,10 +263,10 @@ def paired_speedups(teacher: nn.Module, students: dict[str, nn.Module], waveleng
     out = {}
     with tempfile.TemporaryDirectory() as d, torch.no_grad():
         ref_sess = ort_session(export_onnx(ref, x1, Path(d) / "teacher.onnx"))
+        kw = {"min_block_s": min_block_s, "settle_s": settle_s}
         for name, enc in tqdm(students.items(), desc="paired speed-ups", disable=not progress):
             model = FixedBands(enc, wavelengths, widths, gsd).eval()
             sess = ort_session(export_onnx(model, x1, Path(d) / f"{name}.onnx"))
-            kw = {"min_block_s": min_block_s, "settle_s": settle_s}
             out[name] = {"torch": paired_speedup(lambda: ref(x1), lambda: model(x1), rounds, **kw),
                          "onnx": paired_speedup(lambda: ref_sess.run(None, feed), lambda: sess.run(None, feed), rounds, **kw)}
     return out
