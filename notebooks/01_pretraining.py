@@ -285,8 +285,11 @@ if study is not None and snaps:
     display(pd.DataFrame(curve["linear_acc"]).rename_axis("step").round(3))
     display(pd.DataFrame(curve["effective_rank"]).rename_axis("step").round(1).add_prefix("rank, seed "))
     print({k: round(v, 2) for k, v in curve.items() if k.endswith("_points")}, "best step:", curve["best_step"])
-    fig, axes = plt.subplots(1, 2 + len(tasks), figsize=(3.2 * (2 + len(tasks)), 2.8), squeeze=False)
+    display(pd.DataFrame(curve["pooled"]["linear_acc"]).rename_axis("step").round(3).add_prefix("final map pooled, seed "))
+    print("final map pooled, last step minus step 0:", round(curve["pooled"]["final_minus_init_points"], 2), "points")
+    fig, axes = plt.subplots(1, 3 + len(tasks), figsize=(3.2 * (3 + len(tasks)), 2.8), squeeze=False)
     for ax, (title, acc) in zip(axes.flat, [("mean over tasks", curve["linear_acc"]),
+                                            ("mean over tasks, final map pooled", curve["pooled"]["linear_acc"]),
                                             *[(t, curve["per_task"][t]) for t in tasks]]):
         for sd, by in acc.items():
             ax.plot(curve["steps"], [by[str(k)] for k in curve["steps"]], marker="o", ms=3, lw=1, label=f"seed {sd}")
@@ -304,6 +307,38 @@ if study is not None and snaps:
     fig.suptitle(f"{study['method']}: frozen features along training (step 0 = random init)", fontsize=9)
     fig.tight_layout()
     fig.savefig(fig_dir / "learning_curve.png", dpi=110)
+
+# %% [markdown]
+# ## Which depth do the tasks read? One stage at a time
+#
+# The probe above may read every stage of an encoder at once (`multilevel`). Here each level of the teacher's
+# feature pyramid and of its random initialisation is probed on its own (mean- and std-pooled map of that stage,
+# C chosen on validation as above): the stem at the finest stride, then each stage. If a random network's
+# shallow statistics already give most of the accuracy, the tasks are read mostly from colour and local texture,
+# which no pretraining is needed for; pretraining should show up, if anywhere, at the deep levels.
+
+# %%
+from vhrfm.ssl.evaluate import probe_levels, pooled_acc
+
+level_encoders = {best: encoders[best], random_name[encoders[best].card["arch"]]: all_encoders[random_name[encoders[best].card["arch"]]]}
+levels = probe_levels(level_encoders, tasks, seed=seed, n_boot=pcfg["n_boot"])
+level_table = pd.DataFrame({m: v for m, v in levels["mean"].items()},
+                           index=[f"stride {st}" for st in levels["stride"][best]]).rename_axis("level")
+display(level_table.round(3))
+fig, axes = plt.subplots(1, 1 + len(tasks), figsize=(3.2 * (1 + len(tasks)), 2.8), squeeze=False, sharey=True)
+for ax, t in zip(axes.flat, ["mean over tasks", *tasks]):
+    for m, colour in zip(level_encoders, ("tab:blue", "tab:grey")):
+        acc = levels["mean"][m] if t == "mean over tasks" else levels["per_task"][t][m]["linear_acc"]
+        ax.plot(range(len(acc)), acc, marker="o", ms=3, color=colour, label=m)
+    ax.set_xticks(range(len(levels["stride"][best])), [str(st) for st in levels["stride"][best]])
+    ax.set_xlabel("level (stride, px)")
+    ax.set_title(t, fontsize=9)
+if "pixel_stats" in probe[next(iter(tasks))]:
+    axes.flat[0].axhline(mean_over_tasks(probe, "pixel_stats"), color="k", ls=":", lw=0.8, label="pixel statistics")
+axes.flat[0].set_ylabel("test linear accuracy, one level")
+axes.flat[0].legend(fontsize=7)
+fig.tight_layout()
+fig.savefig(fig_dir / "levels.png", dpi=110)
 
 # %% [markdown]
 # ## What the masked autoencoder reconstructs, per sensor
@@ -405,6 +440,9 @@ metrics = {
         "methods_linear_acc": {m: mean_over_tasks(probe, m) for m in methods},
         "random_linear_acc_by_encoder": {a: mean_over_tasks(probe, random_name[a]) for a in archs},
         "by_resolution": by_resolution,
+        # the usual linear evaluation of self-supervised features: the final map average-pooled, whatever the probe chose
+        "ssl_pooled_linear_acc": float(np.mean([pooled_acc(probe[t][best]) for t in probe])),
+        "random_pooled_linear_acc": float(np.mean([pooled_acc(probe[t][best_random]) for t in probe])),
     },
     "probe": {t: {m: {k: r[k] for k in ("knn_acc", "linear_acc", "ci95", "knn_ci95", "linear_val_acc", "n_test",
                                          "features", "by_features") if k in r} for m, r in by.items()}
@@ -426,6 +464,7 @@ metrics = {
                        "linear_acc": {m: mean_over_tasks(probe, m) for m in rank_table.index}},
     "seed_study": study,
     "learning_curve": curve,
+    "levels": {**levels, "methods": {"teacher": best, "random_init": best_random}},
 }
 (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
 print(json.dumps(metrics["summary"], indent=1))
@@ -439,4 +478,5 @@ print(json.dumps(metrics["summary"], indent=1))
 # * The probe tasks are small (hundreds of test patches: see the CIs) and one of them (burned) is at 10 m.
 # * The baselines are strong on these tasks: pixel statistics capture colour and brightness, which
 #   separates burned from unburned land and tarmac with or without aircraft. Where the pretrained
-#   encoder does not beat them, the table says so.
+#   encoder does not beat them, the table says so. The probes per level above show how much of each
+#   encoder's accuracy its shallowest statistics already hold.

@@ -54,6 +54,10 @@ def test_smoke_paper_renders_from_the_smoke_metrics(real_data, tmp_path):
     assert "Is the margin the seed?" in md  # the smoke profile has a seed study too
     for sd in study["seeds"]:
         assert f"| {sd} | {100 * study['linear_acc']['pretrained'][str(sd)]:.1f} % |" in md
+    levels = json.loads((res / "pretraining" / "metrics.json").read_text())["levels"]
+    assert "Which depth do the tasks read?" in md  # each level probed alone, teacher and its random init
+    for method in levels["methods"].values():
+        assert f"| {method} | " + "".join(f"{100 * a:.1f} % | " for a in levels["mean"][method]) in md
 
 
 def test_a_detector_without_detections_has_no_precision_printed():
@@ -143,6 +147,14 @@ def test_resolution_split_reads_the_vhr_group_and_needs_both_groups():
     assert "aircraft, seals" in text and "80.0 %" in text and "85.0 %" in text and "75.0 %" in text
     assert "60.0 %" not in text  # the out-of-resolution group is the paper's, not the headline's
     assert _resolution_text(None) == "" and _resolution_text({"vhr": by["vhr"]}) == ""
+
+
+def test_pooled_reading_needs_both_figures():
+    from vhrfm.paper import _pooled_text
+
+    text = _pooled_text({"ssl_pooled_linear_acc": 0.713, "random_pooled_linear_acc": 0.688})
+    assert "71.3 %" in text and "random init 68.8 %" in text
+    assert _pooled_text({}) == "" and _pooled_text({"ssl_pooled_linear_acc": 0.7}) == ""
 
 
 def test_a_students_goal_cell_names_the_parts_that_fail():

@@ -121,6 +121,43 @@ def test_feature_sets_and_their_choice_on_validation(monkeypatch):
     assert evaluate.probe_encoder(enc, t)["features"] == "pooled"
 
 
+def test_level_features_are_the_multilevel_set_one_stage_at_a_time():
+    import torch
+
+    from vhrfm.models import create_encoder
+    from vhrfm.ssl.evaluate import probe_levels
+    from vhrfm.ssl.probe import encoder_features, level_features
+
+    t = _task(n=40)
+    torch.manual_seed(0)
+    enc = create_encoder("mobilenetv3_small_anyband")
+    info = enc.body.feature_info
+    levels = level_features(enc, t, batch_size=16)  # batches smaller than the task: parts joined in order
+    assert [st for _, st in levels] == [f["reduction"] for f in info]
+    assert [f.shape for f, _ in levels] == [(40, 2 * f["num_chs"]) for f in info]
+    multi = encoder_features(enc, t, features="multilevel")  # [means of every level, then stds of every level]
+    chs = [f["num_chs"] for f in info]
+    means = np.concatenate([f[:, :c] for (f, _), c in zip(levels, chs)], 1)
+    stds = np.concatenate([f[:, c:] for (f, _), c in zip(levels, chs)], 1)
+    np.testing.assert_allclose(np.concatenate([means, stds], 1), multi, rtol=1e-5, atol=1e-6)
+    tasks = {"a": t, "b": _task(n=40, sep=0.0, seed=1)}  # an easy task and a hopeless one
+    got = probe_levels({"enc": enc}, tasks, n_boot=20, progress=False)
+    assert got["stride"]["enc"] == [f["reduction"] for f in info]
+    for name, task in tasks.items():
+        r = got["per_task"][name]["enc"]
+        assert r["linear_acc"] == [evaluate_features(f, task, n_boot=20)["linear_acc"] for f, _ in levels_of(enc, task)]
+        assert r["dim"] == [2 * c for c in chs] and len(r["ci95"]) == len(chs)
+    assert got["mean"]["enc"] == pytest.approx([np.mean([got["per_task"][n]["enc"]["linear_acc"][i] for n in tasks])
+                                                for i in range(len(chs))])
+    assert max(got["per_task"]["a"]["enc"]["linear_acc"]) > 0.9  # band 0 is brighter: the stem's means see it
+
+
+def levels_of(enc, task):
+    from vhrfm.ssl.probe import level_features
+
+    return level_features(enc, task)
+
+
 def test_effective_rank_counts_the_directions_features_spread_over():
     from vhrfm.ssl.probe import effective_rank
 
@@ -167,6 +204,13 @@ def test_seed_study_reuses_the_main_table_and_varies_only_the_training_seed():
     assert m["mean"] == pytest.approx(100 * (sp["mean"] - study["spread"]["random_init"]["mean"]))
     assert m["worst_pair"] <= m["mean"] <= m["best_pair"]
     assert m["worst_pair"] == pytest.approx(100 * (sp["min"] - study["spread"]["random_init"]["max"]))
+    for t in tasks:  # the final map alone, whichever set was chosen: main seed from the table, seed 3 probed
+        assert study["pooled"]["per_task"][t]["pretrained"]["0"] == probe[t]["m"]["by_features"]["pooled"]["linear_acc"]
+        assert study["pooled"]["per_task"][t]["random_init"]["3"] == probe_encoder(
+            random_encoder(arch, 3), tasks[t], seed=0, n_boot=50)["by_features"]["pooled"]["linear_acc"]
+    assert "rcf" not in study["pooled"]["linear_acc"]
+    assert study["pooled"]["spread"]["pretrained"]["mean"] == pytest.approx(
+        np.mean([study["pooled"]["per_task"][t]["pretrained"][sd] for t in tasks for sd in ("0", "3")]))
     with pytest.raises(ValueError, match="main seed"):
         seed_study({3: pretrained[3]}, arch, tasks, probe, "m", "random_init[x]", main_seed=0, progress=False)
 
@@ -198,6 +242,16 @@ def test_learning_curve_takes_its_ends_from_the_seed_study_and_probes_the_snapsh
     assert curve["final_minus_init_points"] == pytest.approx(100 * (by["10"]["mean"] - by["0"]["mean"]))
     assert by[str(curve["best_step"])]["mean"] == max(v["mean"] for v in by.values())
     assert curve["final_minus_best_points"] <= 0
+    pooled = curve["pooled"]  # the same snapshots through their final map alone; its ends from the seed study
+    for t in tasks:
+        for sd in ("0", "3"):
+            assert pooled["per_task"][t][sd]["0"] == study["pooled"]["per_task"][t]["random_init"][sd]
+            assert pooled["per_task"][t][sd]["10"] == study["pooled"]["per_task"][t]["pretrained"][sd]
+        assert pooled["per_task"][t]["3"]["5"] == \
+            probe_encoder(snaps[3][5], tasks[t], seed=0, n_boot=50)["by_features"]["pooled"]["linear_acc"]
+    assert pooled["final_minus_init_points"] == pytest.approx(
+        100 * (pooled["by_step"]["10"]["mean"] - pooled["by_step"]["0"]["mean"]))
+    assert pooled["by_step"]["0"]["mean"] == pytest.approx(study["pooled"]["spread"]["random_init"]["mean"])
     with pytest.raises(ValueError, match="seed study"):
         learning_curve({0: snaps[0]}, tasks, study, 10, progress=False)
     with pytest.raises(ValueError, match="strictly between"):

@@ -112,6 +112,14 @@ def _resolution_text(by: dict | None) -> str:
             f"{pct(v['random_linear_acc'])}, RCF {pct(v['rcf_linear_acc'])}")
 
 
+def _pooled_text(s: dict) -> str:
+    """Chapter 1's usual linear evaluation (final map pooled alone) beside the random init's (empty when absent)."""
+    if s.get("ssl_pooled_linear_acc") is None or s.get("random_pooled_linear_acc") is None:
+        return ""
+    return (f"; final feature map pooled alone (the usual linear evaluation) {pct(s['ssl_pooled_linear_acc'])} against "
+            f"random init {pct(s['random_pooled_linear_acc'])}")
+
+
 def _seed_study_text(st: dict | None) -> str:
     if not st:
         return ""
@@ -145,7 +153,7 @@ def results_table(profile: str = "cpu") -> str:
         ("1 — pretraining", f"teacher {s['best_method']} ({pre['teacher_encoder']}): mean linear probe {pct(s['ssl_linear_acc'])} "
                             f"(random init {pct(s['random_linear_acc'])}, random conv. features {pct(s['rcf_linear_acc'])}, "
                             f"pixel statistics {pct(s['pixel_stats_linear_acc'])})" + _resolution_text(s.get("by_resolution"))
-                            + _seed_study_text(pre.get("seed_study")),
+                            + _seed_study_text(pre.get("seed_study")) + _pooled_text(s),
          "beats every baseline: " + yes(s["ssl_linear_acc"] > max(s["random_linear_acc"], s["rcf_linear_acc"],
                                                                    s["pixel_stats_linear_acc"]))),
     ]

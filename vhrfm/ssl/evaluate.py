@@ -8,7 +8,8 @@ from tqdm.auto import tqdm
 
 from vhrfm.checkpoint import load_encoder
 from vhrfm.models import create_encoder
-from vhrfm.ssl.probe import FEATURE_SETS, ProbeTask, encoder_features, evaluate_features, pixel_stat_features, rcf_features
+from vhrfm.ssl.probe import (FEATURE_SETS, ProbeTask, encoder_features, evaluate_features, level_features,
+                              pixel_stat_features, rcf_features)
 from vhrfm.ssl.train import build_objective
 
 BASELINES = ("random_init", "rcf", "pixel_stats")
@@ -46,6 +47,40 @@ def probe_all(encoders: dict, tasks: dict[str, ProbeTask], seed: int = 0, n_boot
             res = probe_encoder(encoders[method], task, seed=seed, n_boot=n_boot)
         out.setdefault(tname, {})[method] = res
     return out
+
+
+def probe_levels(encoders: dict, tasks: dict[str, ProbeTask], seed: int = 0, n_boot: int = 1000,
+                 progress: bool = True) -> dict:
+    """Which depth of an encoder the probe accuracy comes from: every level of its feature pyramid probed on its own
+    (:func:`vhrfm.ssl.probe.level_features`; linear probe, C chosen on validation, as in :func:`probe_all`).
+
+    Returns ``{"per_task": {task: {method: {"stride", "dim", "linear_acc", "linear_val_acc", "ci95"}}}`` (lists, one
+    entry per level, fine to coarse) and ``"mean": {method: [test accuracy per level, mean over the tasks]}``, with
+    the levels' strides (``"stride": {method: [...]}``)."""
+    per_task = {}
+    for tname, method in tqdm([(t, m) for t in tasks for m in encoders], desc="probes per level", disable=not progress):
+        rows = [(evaluate_features(f, tasks[tname], seed=seed, n_boot=n_boot), f.shape[1], st)
+                for f, st in level_features(encoders[method], tasks[tname])]
+        per_task.setdefault(tname, {})[method] = {
+            "stride": [st for _, _, st in rows], "dim": [int(d) for _, d, _ in rows],
+            "linear_acc": [r["linear_acc"] for r, _, _ in rows], "linear_val_acc": [r["linear_val_acc"] for r, _, _ in rows],
+            "ci95": [r["ci95"] for r, _, _ in rows]}
+    mean, stride = {}, {}
+    for method in encoders:
+        got = [per_task[t][method] for t in tasks]
+        if any(g["stride"] != got[0]["stride"] for g in got):
+            raise ValueError(f"{method}: its levels' strides differ between tasks: {[g['stride'] for g in got]}")
+        stride[method] = got[0]["stride"]
+        mean[method] = [float(np.mean([g["linear_acc"][i] for g in got])) for i in range(len(stride[method]))]
+    return {"per_task": per_task, "mean": mean, "stride": stride}
+
+
+def pooled_acc(result: dict) -> float | None:
+    """Test linear accuracy of an encoder's ``pooled`` feature set (the final map, average-pooled: the usual linear
+    evaluation of self-supervised features), whichever set the probe chose; None for a result without feature sets
+    (RCF, pixel statistics)."""
+    by = result.get("by_features") or {}
+    return float(by["pooled"]["linear_acc"]) if "pooled" in by else None
 
 
 def probe_tasks(profile: str) -> tuple[dict[str, ProbeTask], list[str]]:
@@ -104,6 +139,7 @@ def seed_study(pretrained: dict[int, object], arch: str, tasks: dict[str, ProbeT
         raise ValueError(f"the seed study must include the main seed {main_seed} (its results come from the main table)")
     kinds = ("pretrained", "random_init", "rcf")
     per_task = {t: {k: {} for k in kinds} for t in tasks}
+    pooled_per_task = {t: {k: {} for k in kinds[:2]} for t in tasks}  # RCF has one feature set
     rank_per_task = {t: {k: {} for k in kinds} for t in tasks}
     jobs = [(s, t) for s in seeds for t in tasks]
     for s, t in tqdm(jobs, desc="seed study", disable=not progress):
@@ -117,7 +153,11 @@ def seed_study(pretrained: dict[int, object], arch: str, tasks: dict[str, ProbeT
         for k in kinds:
             per_task[t][k][str(s)] = float(got[k]["linear_acc"])
             rank_per_task[t][k][str(s)] = pooled_rank(got[k])
+            if k in pooled_per_task[t]:
+                pooled_per_task[t][k][str(s)] = pooled_acc(got[k])
     mean_acc = {k: {str(s): float(np.mean([per_task[t][k][str(s)] for t in tasks])) for s in seeds} for k in kinds}
+    pooled_mean = {k: {str(s): float(np.mean([pooled_per_task[t][k][str(s)] for t in tasks])) for s in seeds}
+                   for k in kinds[:2]}
     mean_rank_ = {k: {str(s): float(np.mean([rank_per_task[t][k][str(s)] for t in tasks])) for s in seeds} for k in kinds}
     spread = {k: _spread(mean_acc[k]) for k in kinds}
     pixel = float(np.mean([probe[t]["pixel_stats"]["linear_acc"] for t in tasks]))
@@ -130,6 +170,9 @@ def seed_study(pretrained: dict[int, object], arch: str, tasks: dict[str, ProbeT
     return {"method": method, "arch": arch, "seeds": seeds, "main_seed": main_seed,
             "linear_acc": mean_acc, "per_task": per_task, "spread": spread, "pixel_stats_linear_acc": pixel,
             "effective_rank": mean_rank_, "effective_rank_per_task": rank_per_task,
+            # the final map average-pooled, whichever set the probe chose (the usual linear evaluation)
+            "pooled": {"linear_acc": pooled_mean, "per_task": pooled_per_task,
+                       "spread": {k: _spread(v) for k, v in pooled_mean.items()}},
             "margin_vs_random_points": margin("random_init"), "margin_vs_rcf_points": margin("rcf"),
             "margin_vs_pixel_stats_points": 100 * (spread["pretrained"]["mean"] - pixel)}
 
@@ -153,23 +196,35 @@ def learning_curve(snapshots: dict[int, dict[int, object]], tasks: dict[str, Pro
         raise ValueError(f"snapshot steps {inner} must lie strictly between 0 and {steps}")
     grid = [0, *inner, steps]
     per_task = {t: {str(s): {} for s in seeds} for t in tasks}
+    pooled_per_task = {t: {str(s): {} for s in seeds} for t in tasks}
     rank_per_task = {t: {str(s): {} for s in seeds} for t in tasks}
     for t in tasks:
         for s in seeds:
             for k, kind in ((0, "random_init"), (steps, "pretrained")):
                 per_task[t][str(s)][str(k)] = study["per_task"][t][kind][str(s)]
+                pooled_per_task[t][str(s)][str(k)] = study["pooled"]["per_task"][t][kind][str(s)]
                 rank_per_task[t][str(s)][str(k)] = study["effective_rank_per_task"][t][kind][str(s)]
     jobs = [(s, k, t) for s in seeds for k in inner for t in tasks]
     for s, k, t in tqdm(jobs, desc="learning curve", disable=not progress):
         res = probe_encoder(snapshots[s][k], tasks[t], seed=main_seed, n_boot=n_boot)
         per_task[t][str(s)][str(k)] = float(res["linear_acc"])
+        pooled_per_task[t][str(s)][str(k)] = pooled_acc(res)
         rank_per_task[t][str(s)][str(k)] = pooled_rank(res)
-    mean_acc = {str(s): {str(k): float(np.mean([per_task[t][str(s)][str(k)] for t in tasks])) for k in grid} for s in seeds}
-    rank = {str(s): {str(k): float(np.mean([rank_per_task[t][str(s)][str(k)] for t in tasks])) for k in grid} for s in seeds}
-    by_step = {str(k): _spread({s: mean_acc[str(s)][str(k)] for s in seeds}) for k in grid}
+
+    def over_tasks(table: dict) -> dict:
+        return {str(s): {str(k): float(np.mean([table[t][str(s)][str(k)] for t in tasks])) for k in grid} for s in seeds}
+
+    def by_step_of(acc: dict) -> dict:
+        return {str(k): _spread({s: acc[str(s)][str(k)] for s in seeds}) for k in grid}
+
+    mean_acc, pooled_mean, rank = over_tasks(per_task), over_tasks(pooled_per_task), over_tasks(rank_per_task)
+    by_step, pooled_by_step = by_step_of(mean_acc), by_step_of(pooled_mean)
     best = max(grid, key=lambda k: by_step[str(k)]["mean"])
     return {"method": study["method"], "seeds": seeds, "steps": grid, "linear_acc": mean_acc, "per_task": per_task,
             "by_step": by_step, "best_step": best, "effective_rank": rank,
+            # the same snapshots read through their final map alone (average-pooled)
+            "pooled": {"linear_acc": pooled_mean, "per_task": pooled_per_task, "by_step": pooled_by_step,
+                       "final_minus_init_points": 100 * (pooled_by_step[str(steps)]["mean"] - pooled_by_step["0"]["mean"])},
             "effective_rank_by_step": {str(k): _spread({s: rank[str(s)][str(k)] for s in seeds}) for k in grid},
             "final_minus_init_points": 100 * (by_step[str(steps)]["mean"] - by_step["0"]["mean"]),
             "final_minus_best_points": 100 * (by_step[str(steps)]["mean"] - by_step[str(best)]["mean"])}

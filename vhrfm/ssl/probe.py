@@ -201,25 +201,48 @@ TASKS = {"aircraft": aircraft_task, "seals": seals_task, "burned": burned_task}
 FEATURE_SETS = ("pooled", "multilevel")
 
 
+def _pyramid_stats(encoder, x: torch.Tensor, task: ProbeTask) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+    """(mean, std, map side) of every level of the encoder's feature pyramid on the batch ``x``, fine to coarse."""
+    from vhrfm.heads import feature_pyramid
+
+    maps = feature_pyramid(encoder, x, task.wavelengths, torch.full((len(x),), task.gsd), task.widths)
+    return [(f.mean((2, 3)), f.std((2, 3), correction=0), int(f.shape[-1])) for f in maps]
+
+
 @torch.no_grad()
 def encoder_features(encoder, task: ProbeTask, batch_size: int = 128, features: str = "pooled") -> np.ndarray:
     """(N, D) frozen features of ``task``'s patches: ``pooled`` or ``multilevel`` (see the module docstring)."""
-    from vhrfm.heads import feature_pyramid
-
     if features not in FEATURE_SETS:
         raise ValueError(f"unknown feature set {features!r}; expected one of {FEATURE_SETS}")
     encoder.eval()
     out = []
     for i in range(0, len(task.X), batch_size):
         x = torch.from_numpy(task.X[i:i + batch_size])
-        gsd = torch.full((len(x),), task.gsd)
         if features == "pooled":
-            out.append(encoder(x, task.wavelengths, gsd, task.widths).float().numpy())
+            out.append(encoder(x, task.wavelengths, torch.full((len(x),), task.gsd), task.widths).float().numpy())
         else:
-            maps = feature_pyramid(encoder, x, task.wavelengths, gsd, task.widths)
-            parts = [f.mean((2, 3)) for f in maps] + [f.std((2, 3), correction=0) for f in maps]
+            stats = _pyramid_stats(encoder, x, task)
+            parts = [m for m, _, _ in stats] + [s for _, s, _ in stats]
             out.append(torch.cat(parts, 1).float().numpy())
     return np.concatenate(out)
+
+
+@torch.no_grad()
+def level_features(encoder, task: ProbeTask, batch_size: int = 128) -> list[tuple[np.ndarray, int]]:
+    """Each level of the ``multilevel`` set on its own: [((N, 2 C_l) mean- and std-pooled map of level l, its stride
+    in input pixels)], fine to coarse. Probing them one at a time says which depth of the encoder a task's accuracy
+    comes from (for a ResNet: the stem at stride 2, then its four stages)."""
+    encoder.eval()
+    parts, strides = None, None
+    for i in range(0, len(task.X), batch_size):
+        stats = _pyramid_stats(encoder, torch.from_numpy(task.X[i:i + batch_size]), task)
+        got = [torch.cat([m, s], 1).float().numpy() for m, s, _ in stats]
+        parts = [[g] for g in got] if parts is None else [p + [g] for p, g in zip(parts, got)]
+        strides = [max(1, task.X.shape[-1] // side) for _, _, side in stats]
+    info = getattr(getattr(encoder, "body", None), "feature_info", None)
+    if info is not None:  # a timm network knows its levels' strides (a map of 1 x 1 does not say it)
+        strides = [int(f["reduction"]) for f in info]
+    return [(np.concatenate(p), st) for p, st in zip(parts, strides)]
 
 
 @torch.no_grad()
