@@ -320,7 +320,8 @@ if study is not None and snaps:
 # %%
 from vhrfm.ssl.evaluate import probe_levels, pooled_acc
 
-level_encoders = {best: encoders[best], random_name[encoders[best].card["arch"]]: all_encoders[random_name[encoders[best].card["arch"]]]}
+best_random = random_name[encoders[best].card["arch"]]
+level_encoders = {best: encoders[best], best_random: all_encoders[best_random]}
 levels = probe_levels(level_encoders, tasks, seed=seed, n_boot=pcfg["n_boot"])
 level_table = pd.DataFrame({m: v for m, v in levels["mean"].items()},
                            index=[f"stride {st}" for st in levels["stride"][best]]).rename_axis("level")
@@ -333,8 +334,7 @@ for ax, t in zip(axes.flat, ["mean over tasks", *tasks]):
     ax.set_xticks(range(len(levels["stride"][best])), [str(st) for st in levels["stride"][best]])
     ax.set_xlabel("level (stride, px)")
     ax.set_title(t, fontsize=9)
-if "pixel_stats" in probe[next(iter(tasks))]:
-    axes.flat[0].axhline(mean_over_tasks(probe, "pixel_stats"), color="k", ls=":", lw=0.8, label="pixel statistics")
+axes.flat[0].axhline(mean_over_tasks(probe, "pixel_stats"), color="k", ls=":", lw=0.8, label="pixel statistics")
 axes.flat[0].set_ylabel("test linear accuracy, one level")
 axes.flat[0].legend(fontsize=7)
 fig.tight_layout()
@@ -415,7 +415,6 @@ print({k: round(v, 3) for k, v in sims.items()})
 
 # %%
 ssl_mean = mean_over_tasks(probe, best)
-best_random = random_name[encoders[best].card["arch"]]
 # the tasks at VHR ground sampling (< 2 m, the project's definition) apart from the out-of-resolution check
 # (Sentinel-2 at 10 m): the views' invariances can suit one group and not the other
 groups = {"vhr": [t for t in probe if tasks[t].gsd < 2.0], "out_of_resolution": [t for t in probe if tasks[t].gsd >= 2.0]}

@@ -75,12 +75,10 @@ def probe_levels(encoders: dict, tasks: dict[str, ProbeTask], seed: int = 0, n_b
     return {"per_task": per_task, "mean": mean, "stride": stride}
 
 
-def pooled_acc(result: dict) -> float | None:
+def pooled_acc(result: dict) -> float:
     """Test linear accuracy of an encoder's ``pooled`` feature set (the final map, average-pooled: the usual linear
-    evaluation of self-supervised features), whichever set the probe chose; None for a result without feature sets
-    (RCF, pixel statistics)."""
-    by = result.get("by_features") or {}
-    return float(by["pooled"]["linear_acc"]) if "pooled" in by else None
+    evaluation of self-supervised features), whichever set the probe chose (:func:`pooled_rank`'s reading)."""
+    return pooled_rank(result, "linear_acc")
 
 
 def probe_tasks(profile: str) -> tuple[dict[str, ProbeTask], list[str]]:

@@ -233,15 +233,16 @@ def level_features(encoder, task: ProbeTask, batch_size: int = 128) -> list[tupl
     in input pixels)], fine to coarse. Probing them one at a time says which depth of the encoder a task's accuracy
     comes from (for a ResNet: the stem at stride 2, then its four stages)."""
     encoder.eval()
-    parts, strides = None, None
+    parts = None
     for i in range(0, len(task.X), batch_size):
         stats = _pyramid_stats(encoder, torch.from_numpy(task.X[i:i + batch_size]), task)
         got = [torch.cat([m, s], 1).float().numpy() for m, s, _ in stats]
         parts = [[g] for g in got] if parts is None else [p + [g] for p, g in zip(parts, got)]
-        strides = [max(1, task.X.shape[-1] // side) for _, _, side in stats]
     info = getattr(getattr(encoder, "body", None), "feature_info", None)
     if info is not None:  # a timm network knows its levels' strides (a map of 1 x 1 does not say it)
         strides = [int(f["reduction"]) for f in info]
+    else:  # the ViT: one level, its patch grid
+        strides = [max(1, task.X.shape[-1] // side) for _, _, side in stats]
     return [(np.concatenate(p), st) for p, st in zip(parts, strides)]
 
 
