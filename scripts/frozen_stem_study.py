@@ -9,11 +9,13 @@ generator, in the online and the momentum encoder; the stem's batch norm still t
 change what lies above it. The stem stays any-band: it is still a function of each band's wavelength.
 
 Each ``--run FREEZE,SEED`` pretrains the profile's seed-study method (``pretrain.seed_study.method``, its settings
-and steps; FREEZE ``stem`` or ``none``, the latter the pipeline's own training, which reproduces its encoder at that
-seed bit for bit) at SEED, on the pipeline's corpus, and probes it as chapter 1 does (the profile's tasks, feature
-set and C chosen on validation, the main seed's probe). In the same run it probes the random-init encoder of that
-seed and the pipeline's trained encoder of that seed (``models/<profile>/ssl``, the seed study's weights), so the
-comparison does not lean on numbers from another run. Means are over the tasks; ``*_val`` columns are validation,
+and steps) at SEED on the pipeline's corpus, with its ``freeze`` option set by FREEZE (``stem`` or ``none``), and
+probes it as chapter 1 does (the profile's tasks, feature set and C chosen on validation, the main seed's probe).
+Since 2026-12-05 the pipeline itself has the method ``contrastive_resnet18_frozenstem`` (``freeze: [stem]``) and the
+seed study follows it: ``stem`` then reproduces the pipeline's encoder at that seed bit for bit, and ``none`` is
+``contrastive_resnet18``'s training (bit for bit at the main seed). In the same run it probes the random-init encoder
+of that seed and the pipeline's trained encoder of that seed (``models/<profile>/ssl``, the seed study's weights), so
+the comparison does not lean on numbers from another run. Means are over the tasks; ``*_val`` columns are validation,
 the others test.
 
     python scripts/frozen_stem_study.py --run stem,0 --run stem,1 --run stem,2
@@ -23,7 +25,8 @@ machine and commit. Needs the profile's ``dvc repro`` outputs (splits, statistic
 
 ``results/studies/frozen_stem.json`` (committed; not a pipeline output) was written on the cpu profile by
 ``--run stem,N`` for N in 0, 1, 2 with ``--out results/studies/frozen_stem.json`` (about 5 minutes per run on two
-cores).
+cores) at 95764ff, when the seed study's method was ``contrastive_resnet18``: its ``pipeline_*`` columns are that
+unfrozen method's encoders.
 """
 
 from __future__ import annotations
@@ -51,22 +54,6 @@ def parse_run(spec: str) -> dict:
     return {"freeze": parts[0], "seed": int(parts[1])}
 
 
-def freeze_stem(model) -> int:
-    """Freeze the any-band stem's kernel generator of every encoder of an objective (online, and momentum where
-    there is one); returns how many parameters were frozen."""
-    n = 0
-    for name in ("encoder", "momentum_encoder"):
-        enc = getattr(model, name, None)
-        if enc is None:
-            continue
-        if not hasattr(enc, "stem"):
-            raise ValueError(f"{type(enc).__name__} has no any-band stem to freeze (a convolutional encoder is needed)")
-        for p in enc.stem.parameters():
-            n += p.numel() if name == "encoder" else 0
-            p.requires_grad_(False)
-    return n
-
-
 def _reading(results: dict) -> dict:
     from vhrfm.ssl.evaluate import pooled_acc
 
@@ -88,23 +75,11 @@ def train_one(profile: str, freeze: str, seed: int, out_dir: Path, corpus=None) 
     if study is None:
         raise ValueError(f"profile {profile!r} has no pretrain.seed_study: no method to study")
     objective, cfg = method_config(profile, study["method"])
-    cfg = {**cfg, "snapshots": []}
+    cfg = {**cfg, "snapshots": [], "freeze": ["stem"] if freeze == "stem" else []}
     corpus = corpus if corpus is not None else corpus_for(profile, progress=False)[0]
-    frozen = {"n": 0}
-    build = train.build_objective
-
-    def build_frozen(obj, c):
-        model = build(obj, c)
-        if freeze == "stem":
-            frozen["n"] = freeze_stem(model)
-        return model
-
-    train.build_objective = build_frozen  # pretrain() builds its objective through this module-level name
-    try:
-        summary = train.pretrain("study", objective, cfg, corpus, out_dir, seed=seed, progress=False, resume=False)
-    finally:
-        train.build_objective = build
-    return {**summary, "method": study["method"], "frozen_params": frozen["n"]}
+    summary = train.pretrain("study", objective, cfg, corpus, out_dir, seed=seed, progress=False, resume=False)
+    frozen = train.freeze_parts(train.build_objective(objective, cfg), cfg["freeze"])  # how many were frozen
+    return {**summary, "method": study["method"], "frozen_params": frozen}
 
 
 def run(specs: list[str], profile: str) -> list[dict]:

@@ -8,21 +8,22 @@ import pytest
 import torch
 
 
-def test_freeze_stem_freezes_the_online_and_momentum_stems_only(load_script):
-    from vhrfm.ssl.train import build_objective
+def test_freeze_parts_freezes_the_online_and_momentum_stems_only():
+    from vhrfm.ssl.train import build_objective, freeze_parts
 
-    mod = load_script("frozen_stem_study")
     cfg = {"encoder": "resnet18_anyband", "mask_ratio": 0.75, "decoder_dim": 32, "decoder_depth": 1, "texture_weight": 0.5,
            "tau": 0.2, "momentum": 0.99}
-    model = build_objective("contrastive", cfg)
-    n = mod.freeze_stem(model)
-    assert n == sum(p.numel() for p in model.encoder.stem.parameters()) > 0
+    assert all(p.requires_grad for p in build_objective("contrastive", cfg).encoder.parameters())  # none by default
+    model = build_objective("contrastive", {**cfg, "freeze": ["stem"]})
+    assert freeze_parts(model, ["stem"]) == sum(p.numel() for p in model.encoder.stem.parameters()) > 0
     assert not any(p.requires_grad for p in model.encoder.stem.parameters())
     assert not any(p.requires_grad for p in model.momentum_encoder.stem.parameters())
     stem_ids = {id(p) for p in model.encoder.stem.parameters()}
     assert all(p.requires_grad for p in model.encoder.parameters() if id(p) not in stem_ids)  # the rest still trains
     with pytest.raises(ValueError, match="no any-band stem"):
-        mod.freeze_stem(build_objective("mae", {**cfg, "encoder": "vit_nano_p8"}))
+        build_objective("mae", {**cfg, "encoder": "vit_nano_p8", "freeze": ["stem"]})
+    with pytest.raises(ValueError, match="unknown part"):
+        build_objective("contrastive", {**cfg, "freeze": ["head"]})
 
 
 def test_it_refuses_what_it_cannot_run_before_training(load_script):
@@ -53,11 +54,12 @@ def test_training_is_the_pipelines_and_the_frozen_stem_stays_the_random_init(loa
 
     mod = load_script("frozen_stem_study")
     corpus = corpus_for("smoke", progress=False)[0]
-    plain = mod.train_one("smoke", "none", 0, tmp_path / "none", corpus)
-    pipeline = json.loads((models_dir("smoke") / "ssl" / "summary.json").read_text())["methods"][plain["method"]]
-    assert plain["frozen_params"] == 0 and plain["param_digest"] == pipeline["param_digest"]  # bit for bit
+    pipeline = json.loads((models_dir("smoke") / "ssl" / "summary.json").read_text())["methods"]
     frozen = mod.train_one("smoke", "stem", 0, tmp_path / "stem", corpus)
-    assert frozen["frozen_params"] > 0 and frozen["param_digest"] != plain["param_digest"]
+    assert frozen["method"] == "contrastive_resnet18_frozenstem"  # the seed study's method: the pipeline's frozen stem
+    assert frozen["frozen_params"] > 0 and frozen["param_digest"] == pipeline[frozen["method"]]["param_digest"]  # bit for bit
+    plain = mod.train_one("smoke", "none", 0, tmp_path / "none", corpus)
+    assert plain["frozen_params"] == 0 and plain["param_digest"] == pipeline["contrastive_resnet18"]["param_digest"]
     enc = load_encoder(tmp_path / "stem" / "study.safetensors")
     init = random_encoder(enc.card["arch"], 0)
     for (name, p), (_, q) in zip(enc.stem.named_parameters(), init.stem.named_parameters()):

@@ -36,7 +36,39 @@ LOSS_TERMS = ("mse", "texture", "contrastive", "invariance", "variance", "covari
 LOG_FIELDS = ["step", "loss", *LOSS_TERMS, "lr", "momentum", "images_per_s", "product"]
 
 
+FREEZABLE = ("stem",)
+
+
+def freeze_parts(model: nn.Module, parts) -> int:
+    """Keep ``parts`` of every encoder of an objective (online, and momentum where there is one) at their
+    initialisation: ``"stem"`` is the any-band stem's kernel generator, frozen at random init as MoCo v3 freezes the
+    ViT's patch projection (Chen, Xie and He, ICCV 2021); chapter 1 found a random stem's statistics the probes' best
+    single level (``scripts/frozen_stem_study.py``). Frozen parameters leave the optimiser (no update, no weight
+    decay). Returns the number of the online encoder's parameters frozen."""
+    parts = list(parts or [])
+    bad = [q for q in parts if q not in FREEZABLE]
+    if bad:
+        raise ValueError(f"freeze: unknown part(s) {bad}; expected any of {FREEZABLE}")
+    n = 0
+    for name in ("encoder", "momentum_encoder"):
+        enc = getattr(model, name, None)
+        if enc is None or not parts:
+            continue
+        if not hasattr(enc, "stem"):
+            raise ValueError(f"freeze: {type(enc).__name__} has no any-band stem (a convolutional any-band encoder has)")
+        for p in enc.stem.parameters():
+            n += p.numel() if name == "encoder" else 0
+            p.requires_grad_(False)
+    return n
+
+
 def build_objective(objective: str, cfg: dict) -> nn.Module:
+    model = _build_objective(objective, cfg)
+    freeze_parts(model, cfg.get("freeze"))
+    return model
+
+
+def _build_objective(objective: str, cfg: dict) -> nn.Module:
     enc = create_encoder(cfg["encoder"])
     mae_kw = dict(mask_ratio=cfg["mask_ratio"], decoder_dim=cfg["decoder_dim"], decoder_depth=cfg["decoder_depth"],
                   texture_weight=cfg["texture_weight"])
