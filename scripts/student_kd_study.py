@@ -1,12 +1,13 @@
 """Chapter 2's accuracy goal over training seeds: does a compact student keep >= 95 % of the teacher's F1 on each
 task, and is one student's margin over another more than a seed's worth?
 
-Each ``--run TASK,STUDENT,SEED`` trains ``student_taskkd`` of STUDENT (a registry name; its self-supervised KD
+Each ``--run TASK,STUDENT,SEED[,STEPS]`` trains ``student_taskkd`` of STUDENT (a registry name; its self-supervised KD
 weights ``models/distill/kd_<STUDENT>.safetensors`` from the ``distill`` stage) on TASK's (``wildfire`` or
 ``megafauna``) largest label budget, as the application does: the teacher variant the chapter distilled at that
 budget (``results/<task>/metrics.json`` ``distillation``), loaded from the task model the chapter saved
 (``models/<task>/<task>_<teacher>_<budget>.safetensors``); every training image as the KD pool; the task's schedule,
-``kd_weight`` and ``student_head``; the task's threshold rule on validation and its test scores
+``kd_weight``, ``student_head`` and student's steps (``student_steps``, else ``steps``: STEPS, when given,
+replaces them, the same schedule longer or shorter); the task's threshold rule on validation and its test scores
 (:func:`vhrfm.apps.wildfire.score_val_test`, :func:`vhrfm.apps.megafauna.score_val_test`). ``f1_retained`` is the
 student's test F1 over that teacher's test F1 in the chapter (the ratio chapter 2's goal reads). The teacher is the
 chapter's (seed 0) in every run: the seeds vary the student only. With the applications' student and seed 0 a run
@@ -20,11 +21,15 @@ students, the applications' saved teachers). Choose on the validation columns: t
 
 ``results/studies/student_kd_seeds.json`` (committed; not a pipeline output) was written on the cpu profile by
 ``--run T,S,N`` for T in wildfire, megafauna, S in tinyres16_anyband, mobilenetv3_small_anyband and N in 0, 1, 2,
-with ``--out results/studies/student_kd_seeds.json``.
+with ``--out results/studies/student_kd_seeds.json`` (at 9847276, before ``student_steps``: both tasks' ``steps``).
+``results/studies/student_kd_steps.json`` (committed; not a pipeline output), the study behind ``student_steps``:
+``--run T,tinyres16_anyband,N,K`` for N in 0, 1, 2 and K the task's ``steps`` and three times that (wildfire 80 and
+240, megafauna 150 and 450), with ``--out results/studies/student_kd_steps.json``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -34,16 +39,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_study.py, h
 from _study import mean_over_seeds, runs_of, study_main  # noqa: E402
 
 TASKS = ("wildfire", "megafauna")
-SETTING = ("task", "student", "budget")
+SETTING = ("task", "student", "budget", "steps")
 MEANS = ("val_f1", "test_precision", "test_recall", "test_f1", "f1_retained")
 
 
 def parse_run(spec: str) -> dict:
-    """``TASK,STUDENT,SEED`` -> its fields."""
+    """``TASK,STUDENT,SEED[,STEPS]`` -> its fields (``steps`` None: the task's own)."""
     parts = spec.split(",")
-    if len(parts) != 3 or parts[0] not in TASKS:
-        raise ValueError(f"--run {spec!r}: expected TASK,STUDENT,SEED with TASK in {TASKS}")
-    return {"task": parts[0], "student": parts[1], "seed": int(parts[2])}
+    if len(parts) not in (3, 4) or parts[0] not in TASKS:
+        raise ValueError(f"--run {spec!r}: expected TASK,STUDENT,SEED[,STEPS] with TASK in {TASKS}")
+    steps = int(parts[3]) if len(parts) == 4 else None
+    if steps is not None and steps < 1:
+        raise ValueError(f"--run {spec!r}: STEPS must be a positive number of training steps")
+    return {"task": parts[0], "student": parts[1], "seed": int(parts[2]), "steps": steps}
 
 
 def distilled_teacher(profile: str, task: str, app, budget: str):
@@ -61,6 +69,7 @@ def run(specs: list[str], profile: str) -> list[dict]:
     from vhrfm.apps import megafauna, wildfire
     from vhrfm.config import load_profile
     from vhrfm.distill.task import student_spec
+    from vhrfm.heads import train_steps
     from vhrfm.models import list_encoders
 
     apps = {"wildfire": wildfire, "megafauna": megafauna}
@@ -78,7 +87,9 @@ def run(specs: list[str], profile: str) -> list[dict]:
         if name not in tasks:
             tasks[name] = apps[name].load_task(profile, progress=False)
         task = tasks[name]
-        cfg = task.cfg
+        cfg = task.cfg if r["steps"] is None else {**task.cfg, "student_steps": r["steps"]}
+        task = dataclasses.replace(task, cfg=cfg)
+        r["steps"] = train_steps("student_taskkd", cfg)
         budget = max(cfg["budgets"], key=cfg["budgets"].get)
         if name not in teachers:
             teachers[name] = distilled_teacher(profile, name, apps[name], budget)
@@ -115,7 +126,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    study_main(argv, __doc__, "TASK,STUDENT,SEED", run, summarise)
+    study_main(argv, __doc__, "TASK,STUDENT,SEED[,STEPS]", run, summarise)
 
 
 if __name__ == "__main__":

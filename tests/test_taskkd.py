@@ -240,3 +240,34 @@ def test_from_scratch_encoders_learn_at_the_full_rate_pretrained_ones_at_the_sca
     assert [g["max_lr"] for g in opt.param_groups] == pytest.approx([1e-3, 1e-3])
     opt, _ = optimiser_with_encoder_scale(net, 1e-3, 0.0, encoder_lr_scale("student_finetuned", 0.1), 100)
     assert [g["max_lr"] for g in opt.param_groups] == pytest.approx([1e-3, 1e-4])
+
+
+def test_students_train_for_student_steps_and_every_other_model_for_steps(monkeypatch):
+    """``student_steps`` lengthens the three student variants' schedule in both applications; the teachers and the
+    baselines keep ``steps``; unset, every model trains for ``steps``."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import vhrfm.apps.megafauna as mf
+    import vhrfm.apps.wildfire as wf
+    from vhrfm.heads import STUDENT_MODELS, train_steps
+
+    cfg = {"steps": 80, "student_steps": 240}
+    assert [train_steps(n, cfg) for n in STUDENT_MODELS] == [240, 240, 240]
+    others = ("unet_scratch", "anyband_unet_scratch", "teacher_frozen", "teacher_unet")
+    assert [train_steps(n, cfg) for n in others] == [80, 80, 80, 80]
+    assert train_steps("student_taskkd", {"steps": 80}) == 80
+    with pytest.raises(ValueError, match="unknown model"):
+        train_steps("classical", cfg)
+    seen = []
+    for app, loop in ((wf, "train_segmenter"), (mf, "train_detector")):
+        monkeypatch.setattr(app, "build_dense_model", lambda *a, **k: "net")
+        monkeypatch.setattr(app, loop, lambda model, sub, steps, app=app, **kw: seen.append((app.__name__, steps)) or [])
+    full = {**cfg, "batch_size": 2, "lr": 1e-3, "crop": 16, "encoder_lr_scale": 1.0, "sigma_m": 0.45}
+    sub = SimpleNamespace(X=np.zeros((2, 3, 8, 8), np.float32))
+    for name in ("teacher_unet", "student_taskkd"):
+        wf.fit_dense(name, sub, "teacher.safetensors", 0, full, progress=False)
+        mf.fit_detector(name, sub, "teacher.safetensors", 0, full, progress=False)
+    assert seen == [("vhrfm.apps.wildfire", 80), ("vhrfm.apps.megafauna", 80),
+                    ("vhrfm.apps.wildfire", 240), ("vhrfm.apps.megafauna", 240)]

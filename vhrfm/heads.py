@@ -171,6 +171,16 @@ def encoder_lr_scale(name: str, scale: float) -> float:
     return 1.0 if name in FROM_SCRATCH else float(scale)
 
 
+def train_steps(name: str, cfg: dict) -> int:
+    """Training steps of model ``name`` under an application's settings ``cfg``: ``student_steps`` for the compact
+    students of :data:`STUDENT_MODELS` where the profile sets it, ``steps`` for every other model. A student costs a
+    fraction of the teacher per step, and students learn slowly: distillation trains them longer than their teacher
+    ("a good teacher is patient and consistent", Beyer et al., CVPR 2022)."""
+    if name not in DENSE_MODELS:
+        raise ValueError(f"unknown model {name!r}; expected one of {DENSE_MODELS}")
+    return int(cfg.get("student_steps", cfg["steps"]) if name in STUDENT_MODELS else cfg["steps"])
+
+
 def set_output_prior(model: nn.Module, prior: float) -> nn.Module:
     """Initialise the bias of a dense model's output layer so that every pixel starts at probability ``prior``
     (bias = log(prior / (1 - prior))): the focal-loss prior of RetinaNet (Lin et al., 2017) that CenterNet uses for

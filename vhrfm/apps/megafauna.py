@@ -39,7 +39,7 @@ from vhrfm.data.normalize import Normalizer, load_stats, stats_key
 from vhrfm.data.sources import SEAL_DEGRADE, SEAL_GSD_M, get_source, sensor_of
 from vhrfm.errors import VHRFMInputError
 from vhrfm.distill.task import check_model_order, distillation_block, kd_kwargs, student_spec
-from vhrfm.heads import DENSE_MODELS, STUDENT_MODELS, TEACHER_MODELS, build_dense_model, encoder_lr_scale
+from vhrfm.heads import DENSE_MODELS, STUDENT_MODELS, TEACHER_MODELS, build_dense_model, encoder_lr_scale, train_steps
 
 MODELS = ("classical", *DENSE_MODELS)  # every model a profile may run
 SEALS, BELUGA = "seals_aerial_drone", "beluga_seeker_wv3"
@@ -473,7 +473,7 @@ def fit_detector(name: str, sub: DetImages, teacher, seed: int, cfg: dict, *, st
     """Build one learned detector of :mod:`vhrfm.heads` (seeded, output bias from ``output_prior``; None keeps the
     layer's default) and train it on ``sub`` with the profile's schedule. Returns (model, loss history)."""
     model = build_dense_model(name, sub.X.shape[1], teacher, seed, student=student, output_prior=output_prior)
-    h = train_detector(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], sigma_m=cfg["sigma_m"],
+    h = train_detector(model, sub, steps=train_steps(name, cfg), batch_size=cfg["batch_size"], lr=cfg["lr"], sigma_m=cfg["sigma_m"],
                        seed=seed, encoder_lr_scale=encoder_lr_scale(name, cfg["encoder_lr_scale"]), progress=progress,
                        desc=desc, **(kd or {}))
     return model, h
@@ -647,7 +647,9 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
                      **{k: results[picks["default"][0]][picks["default"][1]][k] for k in ("precision", "recall", "f1", "ap",
                                                                                           "threshold")}},
         "task_models": index,
-        "distillation": distillation_block(results, budgets, student["arch"]) if student else None,
+        "distillation": distillation_block(results, budgets, student["arch"],
+                                           steps={"teacher": cfg["steps"], "student": train_steps("student_taskkd", cfg)})
+        if student else None,
         "throughput": timings,
         "classical_polarity": {b: histories[f"classical/{b}"]["polarity"] for b in budgets} if "classical" in results else {},
     }
@@ -763,7 +765,8 @@ def save_megafauna_models(profile: str, models: dict, results: dict, seals: DetI
             "decoder": {"type": "heatmap_peaks", "min_score": 0.05, "peak_window_px": 3, "radius_m": cfg["radius_m"],
                         "sigma_m": cfg["sigma_m"]},
             "test": {k: r[k] for k in ("precision", "recall", "f1", "ap")},
-            "training": {**{k: cfg[k] for k in ("steps", "batch_size", "lr", "degrade")},
+            "training": {**{k: cfg[k] for k in ("batch_size", "lr", "degrade")},
+                         "steps": train_steps(name, cfg) if kind == "segmenter" else cfg["steps"],
                          "heatmap_prior": cfg.get("heatmap_prior") if kind != "classical" else None,
                          "encoder_lr_scale": encoder_lr_scale(name, cfg["encoder_lr_scale"]) if kind == "segmenter"
                          else None},

@@ -30,7 +30,7 @@ from vhrfm.data.datasets import IGNORE, load_splits
 from vhrfm.data.normalize import load_stats, stats_key
 from vhrfm.data.splits import source_setting
 from vhrfm.distill.task import check_model_order, distillation_block, kd_kwargs, student_spec
-from vhrfm.heads import DENSE_MODELS, STUDENT_MODELS, TEACHER_MODELS, build_dense_model, encoder_lr_scale
+from vhrfm.heads import DENSE_MODELS, STUDENT_MODELS, TEACHER_MODELS, build_dense_model, encoder_lr_scale, train_steps
 
 MODELS = ("classical", *DENSE_MODELS)  # every model a profile may run
 
@@ -144,7 +144,7 @@ def fit_dense(model_name: str, sub: SegTiles, teacher, seed: int, cfg: dict, *, 
     profile's). Returns (model, loss history)."""
     model = build_dense_model(model_name, sub.X.shape[1], teacher, seed, student=student)
     scale = encoder_lr_scale(model_name, cfg["encoder_lr_scale"]) if encoder_lr is None else float(encoder_lr)
-    h = train_segmenter(model, sub, steps=cfg["steps"], batch_size=cfg["batch_size"], lr=cfg["lr"], crop=cfg["crop"],
+    h = train_segmenter(model, sub, steps=train_steps(model_name, cfg), batch_size=cfg["batch_size"], lr=cfg["lr"], crop=cfg["crop"],
                         seed=seed, encoder_lr_scale=scale, dice_weight=cfg.get("dice_weight", 0.0), progress=progress,
                         desc=desc, **(kd or {}))
     return model, h
@@ -356,7 +356,9 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
                      **{k: results[deploy[0]][deploy[1]][k] for k in ("precision", "recall", "f1", "iou", "threshold")}},
         "task_models": saved,
         "cloud_rule": cloud,
-        "distillation": distillation_block(results, budgets, student["arch"]) if student else None,
+        "distillation": distillation_block(results, budgets, student["arch"],
+                                           steps={"teacher": cfg["steps"], "student": train_steps("student_taskkd", cfg)})
+        if student else None,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     (out / "curves.json").write_text(json.dumps({"pr": curves, "loss": {k: v.get("loss") for k, v in histories.items()}}) + "\n")
@@ -408,7 +410,8 @@ def save_wildfire_models(profile: str, models: dict, results: dict, tiles: SegTi
             "threshold": r["threshold"], "threshold_chosen_on": "validation (best F1)",
             "test": {k: r[k] for k in ("precision", "recall", "f1", "iou", "f1_ci95")},
             "val": {k: r["val"][k] for k in ("precision", "recall", "f1", "iou")},
-            "training": {**{k: cfg[k] for k in ("steps", "batch_size", "crop", "lr")},
+            "training": {**{k: cfg[k] for k in ("batch_size", "crop", "lr")},
+                         "steps": train_steps(model_name, cfg) if kind == "segmenter" else cfg["steps"],
                          "encoder_lr_scale": encoder_lr_scale(model_name, cfg["encoder_lr_scale"]) if kind == "segmenter"
                          else None},
             "data": [{"source": s, "licence": SOURCES[s].licence, "attribution": SOURCES[s].attribution} for s in cfg["sources"]],

@@ -68,9 +68,10 @@ def check_model_order(models: list[str]) -> None:
                              f"models list, got {models}")
 
 
-def distillation_block(results: dict, budgets, student_arch: str) -> dict:
+def distillation_block(results: dict, budgets, student_arch: str, steps: dict | None = None) -> dict:
     """Per budget: the distilled teacher variant and its test F1, each student variant's test F1, and the
-    share of the teacher's F1 the task-KD student keeps (``f1_retained``)."""
+    share of the teacher's F1 the task-KD student keeps (``f1_retained``); ``steps`` (the teachers' and the
+    students' training steps, :func:`vhrfm.heads.train_steps`) is recorded with them."""
     out = {}
     for b in budgets:
         t = kd_teacher_choice(results, b)
@@ -83,7 +84,7 @@ def distillation_block(results: dict, budgets, student_arch: str) -> dict:
         if "student_taskkd_f1" in row:
             row["f1_retained"] = row["student_taskkd_f1"] / row["teacher_f1"] if row["teacher_f1"] > 0 else None
         out[b] = row
-    return {"student": student_arch, "by_budget": out,
+    return {"student": student_arch, "by_budget": out, **({"steps": steps} if steps else {}),
             "what": "test F1 at each label budget; the teacher is the variant with the better validation F1"}
 
 
