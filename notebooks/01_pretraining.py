@@ -45,7 +45,8 @@ from vhrfm.checkpoint import load_encoder, write_card
 from vhrfm.config import load_profile, models_dir, results_dir
 from vhrfm.data import SourceDataset, load_splits, load_stats
 from vhrfm.data.datasets import true_colour
-from vhrfm.ssl.evaluate import load_objective, mean_over_tasks, pca_rgb, probe_all, probe_tasks, random_encoder, select_best
+from vhrfm.ssl.evaluate import load_objective, pca_rgb, probe_all, probe_tasks, random_encoder, select_best
+from vhrfm.ssl.summary import mean_over_tasks, mean_pooled_acc
 
 cfg = load_profile(profile)
 seed = cfg["seed"]
@@ -185,7 +186,7 @@ display(pd.Series(stem_corr, name=f"mean kernel correlation ({', '.join(ms_names
 # covariance terms are there to prevent that. Labels play no part in it.
 
 # %%
-from vhrfm.ssl.evaluate import mean_rank, pooled_rank
+from vhrfm.ssl.summary import mean_rank, pooled_rank
 
 rank_table = pd.DataFrame({m: {**{t: pooled_rank(probe[t][m]) for t in tasks}, "mean": mean_rank(probe, m),
                                "width": pooled_rank(probe[next(iter(tasks))][m], "dim")}
@@ -318,7 +319,7 @@ if study is not None and snaps:
 # which no pretraining is needed for; pretraining should show up, if anywhere, at the deep levels.
 
 # %%
-from vhrfm.ssl.evaluate import probe_levels, pooled_acc
+from vhrfm.ssl.evaluate import probe_levels
 
 best_random = random_name[encoders[best].card["arch"]]
 level_encoders = {best: encoders[best], best_random: all_encoders[best_random]}
@@ -440,8 +441,8 @@ metrics = {
         "random_linear_acc_by_encoder": {a: mean_over_tasks(probe, random_name[a]) for a in archs},
         "by_resolution": by_resolution,
         # the usual linear evaluation of self-supervised features: the final map average-pooled, whatever the probe chose
-        "ssl_pooled_linear_acc": float(np.mean([pooled_acc(probe[t][best]) for t in probe])),
-        "random_pooled_linear_acc": float(np.mean([pooled_acc(probe[t][best_random]) for t in probe])),
+        "ssl_pooled_linear_acc": mean_pooled_acc(probe, best),
+        "random_pooled_linear_acc": mean_pooled_acc(probe, best_random),
     },
     "probe": {t: {m: {k: r[k] for k in ("knn_acc", "linear_acc", "ci95", "knn_ci95", "linear_val_acc", "n_test",
                                          "features", "by_features") if k in r} for m, r in by.items()}

@@ -116,13 +116,18 @@ for n, e in {"teacher": metrics["teacher"], **{s: metrics["efficiency_raw"][f"kd
 # ## Task-specific KD: the student on wildfire and megafauna, at every label budget
 #
 # Test F1 of the teacher variant distilled at each budget (the better one on validation), and of the same
-# student architecture from scratch, fine-tuned from its self-supervised KD weights, and with task KD.
+# student architecture from scratch, fine-tuned from its self-supervised KD weights, and with task KD. The three
+# student variants train for `student_steps`, three times the teachers' `steps` (printed below): a student step
+# costs a fraction of a teacher step, and the students were still learning at the teachers' schedule
+# (`scripts/student_kd_study.py`, `results/studies/student_kd_steps.json`: validation F1 over three seeds).
 
 # %%
 task_rows = []
 for task in ("wildfire", "megafauna"):
     tm = json.loads((results_dir(profile) / task / "metrics.json").read_text())
     block = tm.get("distillation") or {}
+    if block.get("steps"):
+        print(f"{task}: teachers {block['steps']['teacher']} steps, students {block['steps']['student']}")
     for b, r in (block.get("by_budget") or {}).items():
         task_rows.append({"task": task, "budget": b, "fraction": cfg_all[task]["budgets"][b], "student": block["student"], **r})
 task_kd = pd.DataFrame(task_rows)

@@ -17,6 +17,7 @@ import jinja2
 from markdown_it import MarkdownIt
 
 from vhrfm.config import project_root, results_dir
+from vhrfm.ssl.summary import mean_over_tasks, mean_pooled_acc
 
 CHAPTERS = ("data", "pretraining", "distillation", "multisensor", "wildfire", "megafauna")
 
@@ -217,7 +218,9 @@ def render(profile: str, template: str | Path | None = None, out: str | Path | N
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template.parent)), undefined=jinja2.StrictUndefined,
                              autoescape=False, keep_trailing_newline=True)
-    env.filters.update(pct=pct, num=num, ci=ci, by_budget=by_budget, points=points, det_precision=det_precision)
+    # task_mean / pooled_mean: chapter 1's averages over the probe tasks (vhrfm.ssl.summary), as in its metrics
+    env.filters.update(pct=pct, num=num, ci=ci, by_budget=by_budget, points=points, det_precision=det_precision,
+                       task_mean=mean_over_tasks, pooled_mean=mean_pooled_acc)
     md = env.get_template(template.name).render(m=load_metrics(profile), profile=profile, fig=fig)
     body = MarkdownIt("commonmark", {"html": True}).enable("table").render(md)
     html = ("<!doctype html><html><head><meta charset='utf-8'><title>vhrfm</title><style>"

@@ -10,6 +10,7 @@ from vhrfm.checkpoint import load_encoder
 from vhrfm.models import create_encoder
 from vhrfm.ssl.probe import (FEATURE_SETS, ProbeTask, encoder_features, evaluate_features, level_features,
                               pixel_stat_features, rcf_features)
+from vhrfm.ssl.summary import mean_over_tasks, mean_rank, pooled_acc, pooled_rank  # noqa: F401 (re-exported)
 from vhrfm.ssl.train import build_objective
 
 BASELINES = ("random_init", "rcf", "pixel_stats")
@@ -75,12 +76,6 @@ def probe_levels(encoders: dict, tasks: dict[str, ProbeTask], seed: int = 0, n_b
     return {"per_task": per_task, "mean": mean, "stride": stride}
 
 
-def pooled_acc(result: dict) -> float:
-    """Test linear accuracy of an encoder's ``pooled`` feature set (the final map, average-pooled: the usual linear
-    evaluation of self-supervised features), whichever set the probe chose (:func:`pooled_rank`'s reading)."""
-    return pooled_rank(result, "linear_acc")
-
-
 def probe_tasks(profile: str) -> tuple[dict[str, ProbeTask], list[str]]:
     """The chapter-1 probe tasks of a profile (usable ones) and the names of those left out."""
     from vhrfm.config import load_profile, results_dir
@@ -97,24 +92,9 @@ def probe_tasks(profile: str) -> tuple[dict[str, ProbeTask], list[str]]:
     return {n: t for n, t in tasks.items() if t.usable}, [n for n, t in tasks.items() if not t.usable]
 
 
-def mean_over_tasks(probe: dict, method: str, key: str = "linear_acc") -> float:
-    return float(np.mean([probe[t][method][key] for t in probe]))
-
-
 def select_best(probe: dict, candidates: list[str]) -> str:
     """The candidate with the best mean *validation* linear accuracy (the test split is never used to select)."""
     return max(candidates, key=lambda m: mean_over_tasks(probe, m, "linear_val_acc"))
-
-
-def pooled_rank(result: dict, key: str = "effective_rank") -> float:
-    """Effective rank (``key="dim"``: width) of the pooled features' training rows behind a probe result (RCF and
-    pixel statistics have one feature set; an encoder's result keeps every set under ``by_features``)."""
-    return float(result["by_features"]["pooled"][key] if "by_features" in result else result[key])
-
-
-def mean_rank(probe: dict, method: str) -> float:
-    """A method's effective rank (:func:`pooled_rank`) averaged over the tasks."""
-    return float(np.mean([pooled_rank(probe[t][method]) for t in probe]))
 
 
 def _spread(values: dict) -> dict:
