@@ -34,6 +34,8 @@ steps, seed 0, on the Intel Xeon of 2026-12-05 with that machine's teacher; abou
 and commit) by ``--run anyband_unet_scratch,100%,2400,0.001,0 --run teacher_unet,100%,2400,0.001,0``
 ``--out results/studies/megafauna_training_2400_twin.json``. The 2400-step record before it ran on an AMD EPYC with
 that machine's teacher: compare its rows with this one's knowing that another CPU moves them too.
+``results/studies/teacher_steps_megafauna.json`` (the teacher at the students' ``student_steps``, seed 0, for
+chapter 2's retained share) by ``--run teacher_unet,100%,450,0.001,0 --out results/studies/teacher_steps_megafauna.json``.
 """
 
 from __future__ import annotations

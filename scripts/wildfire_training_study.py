@@ -17,6 +17,9 @@ Choose settings on the validation columns: the test columns are the held-out spl
 ``results/studies/wildfire_training.json`` (committed; not a pipeline output) was written on the cpu profile by
 ``--run M,10%,80,0.001,S --run M,10%,240,0.001,S --run M,10%,80,0.001,S,1`` for M in unet_scratch, teacher_unet
 and S in 0, 1, 2, with ``--out results/studies/wildfire_training.json``.
+``results/studies/teacher_steps_wildfire.json`` (the teacher at the students' ``student_steps``, for chapter 2's
+retained share; seed 0 at 80 steps is the chapter's own entry) by ``--run teacher_unet,100%,240,0.001,0 --run
+teacher_unet,100%,240,0.001,1 --run teacher_unet,100%,80,0.001,1 --out results/studies/teacher_steps_wildfire.json``.
 """
 
 from __future__ import annotations
