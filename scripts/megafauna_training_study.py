@@ -35,7 +35,10 @@ and commit) by ``--run anyband_unet_scratch,100%,2400,0.001,0 --run teacher_unet
 ``--out results/studies/megafauna_training_2400_twin.json``. The 2400-step record before it ran on an AMD EPYC with
 that machine's teacher: compare its rows with this one's knowing that another CPU moves them too.
 ``results/studies/teacher_steps_megafauna.json`` (the teacher at the students' ``student_steps``, seed 0, for
-chapter 2's retained share) by ``--run teacher_unet,100%,450,0.001,0 --out results/studies/teacher_steps_megafauna.json``.
+chapter 2's retained share) by ``--run teacher_unet,100%,450,0.001,0 --out results/studies/teacher_steps_megafauna.json``;
+``results/studies/teacher_steps_megafauna_seeds.json`` (the same at seeds 1 and 2, with the teachers' own 150 steps at
+those seeds beside them) by ``--run teacher_unet,100%,S,0.001,N`` for S in 450, 150 and N in 1, 2, with
+``--out results/studies/teacher_steps_megafauna_seeds.json``.
 """
 
 from __future__ import annotations
