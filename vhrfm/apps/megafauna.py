@@ -647,8 +647,7 @@ def run_megafauna(profile: str, progress: bool = True) -> dict:
                      **{k: results[picks["default"][0]][picks["default"][1]][k] for k in ("precision", "recall", "f1", "ap",
                                                                                           "threshold")}},
         "task_models": index,
-        "distillation": distillation_block(results, budgets, student["arch"],
-                                           steps={"teacher": cfg["steps"], "student": train_steps("student_taskkd", cfg)})
+        "distillation": distillation_block(results, budgets, student["arch"], cfg)
         if student else None,
         "throughput": timings,
         "classical_polarity": {b: histories[f"classical/{b}"]["polarity"] for b in budgets} if "classical" in results else {},

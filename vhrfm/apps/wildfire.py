@@ -356,8 +356,7 @@ def run_wildfire(profile: str, progress: bool = True) -> dict:
                      **{k: results[deploy[0]][deploy[1]][k] for k in ("precision", "recall", "f1", "iou", "threshold")}},
         "task_models": saved,
         "cloud_rule": cloud,
-        "distillation": distillation_block(results, budgets, student["arch"],
-                                           steps={"teacher": cfg["steps"], "student": train_steps("student_taskkd", cfg)})
+        "distillation": distillation_block(results, budgets, student["arch"], cfg)
         if student else None,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vhrfm.heads import STUDENT_MODELS, TEACHER_MODELS
+from vhrfm.heads import STUDENT_MODELS, TEACHER_MODELS, train_steps
 
 
 def bernoulli_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, valid: torch.Tensor | None = None,
@@ -68,10 +68,11 @@ def check_model_order(models: list[str]) -> None:
                              f"models list, got {models}")
 
 
-def distillation_block(results: dict, budgets, student_arch: str, steps: dict | None = None) -> dict:
+def distillation_block(results: dict, budgets, student_arch: str, cfg: dict | None = None) -> dict:
     """Per budget: the distilled teacher variant and its test F1, each student variant's test F1, and the
-    share of the teacher's F1 the task-KD student keeps (``f1_retained``); ``steps`` (the teachers' and the
-    students' training steps, :func:`vhrfm.heads.train_steps`) is recorded with them."""
+    share of the teacher's F1 the task-KD student keeps (``f1_retained``). Given the application's settings ``cfg``,
+    the block records the training steps (:func:`vhrfm.heads.train_steps`) of the teachers it distilled and of the
+    students, which differ where the profile sets ``student_steps``."""
     out = {}
     for b in budgets:
         t = kd_teacher_choice(results, b)
@@ -84,10 +85,13 @@ def distillation_block(results: dict, budgets, student_arch: str, steps: dict | 
         if "student_taskkd_f1" in row:
             row["f1_retained"] = row["student_taskkd_f1"] / row["teacher_f1"] if row["teacher_f1"] > 0 else None
         out[b] = row
-    return {"student": student_arch, "by_budget": out, **({"steps": steps} if steps else {}),
+    steps = {}
+    if cfg is not None:
+        teacher = sorted({train_steps(r["teacher_model"], cfg) for r in out.values()})
+        steps = {"steps": {"teacher": teacher[0] if len(teacher) == 1 else teacher,
+                           "student": train_steps("student_taskkd", cfg)}}
+    return {"student": student_arch, "by_budget": out, **steps,
             "what": "test F1 at each label budget; the teacher is the variant with the better validation F1"}
-
-
 
 
 def kd_kwargs(name: str, results: dict, trained: dict, budget: str, pool, kd_weight: float) -> dict:
