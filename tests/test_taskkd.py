@@ -171,12 +171,12 @@ def test_distillation_block_and_deployment_picks():
     assert "steps" not in block
     row = block["by_budget"]["100%"]
     assert row["teacher_model"] == "teacher_frozen" and row["teacher_f1"] == 0.8
+    assert row["student_taskkd_f1"] == 0.78 and row["f1_retained"] == pytest.approx(0.78 / 0.8)
+    assert block["by_budget"]["10%"]["teacher_model"] == "teacher_finetuned"
     # given the application's settings, the block records both schedules, each from vhrfm.heads.train_steps
     steps = distillation_block(RES, ["10%", "100%"], STUDENT, {"steps": 80, "student_steps": 240})["steps"]
     assert steps == {"teacher": 80, "student": 240}
     assert distillation_block(RES, ["100%"], STUDENT, {"steps": 80})["steps"] == {"teacher": 80, "student": 80}
-    assert row["student_taskkd_f1"] == 0.78 and row["f1_retained"] == pytest.approx(0.78 / 0.8)
-    assert block["by_budget"]["10%"]["teacher_model"] == "teacher_finetuned"
     picks = deployment_picks(RES, few_label=("classical", "10%"))
     assert picks["default"] == picks["student"] == ("student_taskkd", "100%")
     assert picks["teacher"] == ("teacher_frozen", "100%") and picks["best_val"][0] == "classical"
