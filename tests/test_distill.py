@@ -222,6 +222,56 @@ def test_paired_speedups_in_torch_and_onnx_runtime():
         assert out[rt]["median"] > 0
 
 
+def test_paired_speedups_with_one_thread_run_both_runtimes_on_one_thread_and_restore_torch(monkeypatch):
+    import vhrfm.distill.efficiency as eff
+
+    seen, real = [], eff.ort_session
+    monkeypatch.setattr(eff, "ort_session", lambda path, threads=None, spin=True: seen.append(threads) or
+                        real(path, threads, spin))
+    monkeypatch.setattr(eff, "paired_speedup", lambda ref, fn, rounds, **kw: {"median": 1.0, "iqr": [1.0, 1.0],
+                                                                             "inside": torch.get_num_threads()})
+    before = torch.get_num_threads()
+    torch.manual_seed(0)
+    big, small = create_encoder("resnet18_anyband").eval(), create_encoder("mobilenetv3_small_anyband").eval()
+    out = eff.paired_speedups(big, {"small": small}, WL, WD, 0.5, size=32, rounds=1, threads=1)["small"]
+    assert seen == [1, 1]  # the teacher's session and the student's
+    for rt in ("torch", "onnx"):
+        assert out[rt]["inside"] == 1 and out[rt]["threads"] == 1
+        assert set(out[rt]["machine"] or {}) <= {"other_cpu_share", "steal_share", "own_cpu_share", "seconds"}
+    assert torch.get_num_threads() == before
+    seen.clear()
+    out = eff.paired_speedups(big, {"small": small}, WL, WD, 0.5, size=32, rounds=1)["small"]
+    assert seen == [None, None] and out["onnx"]["threads"] == before  # default: every core PyTorch uses
+
+
+def test_machine_load_sees_another_busy_process():
+    import os
+    import subprocess
+    import time
+
+    from vhrfm.distill.efficiency import machine_load
+
+    if not Path("/proc/stat").exists():
+        with machine_load() as load:
+            pass
+        assert load.result is None
+        return
+    with machine_load() as quiet:
+        time.sleep(0.5)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        with machine_load() as loaded:
+            time.sleep(1.0)
+    finally:
+        busy.kill()
+        busy.wait()
+    # one spinning process holds about one core of the machine's os.cpu_count(): this process sleeps meanwhile
+    assert loaded.result["other_cpu_share"] >= 0.6 / os.cpu_count()
+    assert loaded.result["other_cpu_share"] > quiet.result["other_cpu_share"]
+    assert 0 <= loaded.result["own_cpu_share"] < 0.2 and 0 <= loaded.result["steal_share"] <= 1
+
+
 def test_paired_speedups_time_the_teacher_as_the_reference(monkeypatch):
     """The speed-up is teacher time over student time: paired_speedup's first callable must run the teacher (in
     torch and in ONNX Runtime), its second the student; checked by their outputs, not by a clock."""

@@ -222,6 +222,14 @@ def test_task_scores_read_the_applications_metrics(tmp_path, monkeypatch):
     assert not goal_check({"s": {**row, "speedup_vs_teacher_batch": 7.0}})["students"]["s"]["speed_ok_batch"]
     assert goal_check({"s": {**row, "speedup_vs_teacher_batch": 7.0}})["met"]
     assert not goal_check({"s": {**row, "task_kd": {"wildfire": {"f1_retained": 0.97}, "megafauna": None}}})["met"]
+    # the one-thread ONNX Runtime speed-up is a third reading, met_onnx_1thread, kept apart from the other two
+    g = goal_check({"s": {**row, "speedup_vs_teacher": 4.0, "speedup_vs_teacher_onnx": 18.0,
+                          "speedup_vs_teacher_onnx_1thread": 26.0}})
+    assert g["met_onnx_1thread"] and g["students"]["s"]["speed_ok_onnx_1thread"]
+    assert not g["met"] and not g["met_onnx"]
+    assert not goal_check({"s": {**row, "speedup_vs_teacher_onnx_1thread": 19.0}})["met_onnx_1thread"]
+    assert not goal_check({"s": row})["met_onnx_1thread"]  # not measured: not met
+    assert not goal_check({"s": {**row, "speedup_vs_teacher_onnx_1thread": 26.0, "params": 2_500_000}})["met_onnx_1thread"]
     assert not goal_check({"s": {**row, "task_kd": {"wildfire": {"f1_retained": 0.97}, "megafauna": {"f1_retained": 0.9}}}})["met"]
 
 

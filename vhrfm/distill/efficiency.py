@@ -250,25 +250,92 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
             "calls_per_timing": calls, "settle_ms": round(1e3 * settle_s, 3)}
 
 
+class torch_threads:
+    """Context: PyTorch's intra-op thread count set to ``n`` inside (``None``: unchanged), restored on exit."""
+
+    def __init__(self, n: int | None):
+        self.n, self.before = n, None
+
+    def __enter__(self):
+        self.before = torch.get_num_threads()
+        if self.n:
+            torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.before)
+        return False
+
+
+def _proc_stat() -> list[int] | None:
+    """The machine's aggregate CPU counters (/proc/stat's ``cpu`` line, clock ticks), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+class machine_load:
+    """Context measuring what else used the machine's CPUs while it was open: ``result`` = {"other_cpu_share": the
+    CPU time of every other process (and the kernel's interrupts), as a share of all CPUs' time; "steal_share": the
+    share the hypervisor gave to other guests; "own_cpu_share": this process's}, from /proc/stat and
+    :func:`os.times` (None off Linux). A timing taken while ``other_cpu_share`` is high was taken on a shared,
+    busy machine: on two cores, another busy process lowered the two-thread paired speed-ups from 24x to 18-20x in
+    ONNX Runtime (and from 9.6x to 2-4x in PyTorch) and left the one-thread ones as they were
+    (``scripts/speed_contention_study.py``)."""
+
+    def __enter__(self):
+        self.result = None
+        self._stat, self._own, self._t = _proc_stat(), os.times(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        stat, own = _proc_stat(), os.times()
+        if self._stat is None or stat is None:
+            return False
+        d = [b - a for a, b in zip(self._stat, stat)]  # user nice system idle iowait irq softirq steal
+        total = sum(d)
+        if total <= 0:
+            return False
+        tick = os.sysconf("SC_CLK_TCK")
+        own_ticks = ((own.user - self._own.user) + (own.system - self._own.system)) * tick
+        busy = total - d[3] - d[4] - d[7]
+        self.result = {"other_cpu_share": round(max(0.0, busy - own_ticks) / total, 3),
+                       "steal_share": round(d[7] / total, 3), "own_cpu_share": round(min(own_ticks, total) / total, 3),
+                       "seconds": round(time.perf_counter() - self._t, 1)}
+        return False
+
+
 def paired_speedups(teacher: nn.Module, students: dict[str, nn.Module], wavelengths, widths, gsd: float, *,
                     size: int = 256, rounds: int = 30, seed: int = 0, min_block_s: float = 0.0, settle_s: float = 0.0,
-                    progress: bool = False) -> dict:
+                    threads: int | None = None, progress: bool = False) -> dict:
     """:func:`paired_speedup` of each of ``students`` ({name: encoder}) over ``teacher`` at batch one, in PyTorch and
     in ONNX Runtime (fp32 graphs of :func:`export_onnx`), on the same random input of their band set; the teacher is
-    fixed to the band set and exported once. Returns {name: {"torch": ..., "onnx": ...}}."""
+    fixed to the band set and exported once. Returns {name: {"torch": ..., "onnx": ...}}, each with the
+    :class:`machine_load` of its timing under ``"machine"``.
+
+    ``threads``: the intra-op threads of both runtimes (default: PyTorch's, every core). With one thread, a model
+    timed on a two-core machine leaves a core to whatever else runs there, and its speed-up stays a property of the
+    two networks; with every core, any other busy process slows the thread that waits for it, most in the small
+    model's many short operators (``scripts/speed_contention_study.py``)."""
     torch.manual_seed(seed)
     x1 = torch.randn(1, len(wavelengths), size, size)
     feed = {"image": x1.numpy()}
     ref = FixedBands(teacher, wavelengths, widths, gsd).eval()
     out = {}
-    with tempfile.TemporaryDirectory() as d, torch.no_grad():
-        ref_sess = ort_session(export_onnx(ref, x1, Path(d) / "teacher.onnx"))
+    with tempfile.TemporaryDirectory() as d, torch.no_grad(), torch_threads(threads):
+        ref_sess = ort_session(export_onnx(ref, x1, Path(d) / "teacher.onnx"), threads=threads)
         kw = {"min_block_s": min_block_s, "settle_s": settle_s}
         for name, enc in tqdm(students.items(), desc="paired speed-ups", disable=not progress):
             model = FixedBands(enc, wavelengths, widths, gsd).eval()
-            sess = ort_session(export_onnx(model, x1, Path(d) / f"{name}.onnx"))
-            out[name] = {"torch": paired_speedup(lambda: ref(x1), lambda: model(x1), rounds, **kw),
-                         "onnx": paired_speedup(lambda: ref_sess.run(None, feed), lambda: sess.run(None, feed), rounds, **kw)}
+            sess = ort_session(export_onnx(model, x1, Path(d) / f"{name}.onnx"), threads=threads)
+            out[name] = {}
+            for rt, pair in (("torch", (lambda: ref(x1), lambda: model(x1))),
+                             ("onnx", (lambda: ref_sess.run(None, feed), lambda: sess.run(None, feed)))):
+                with machine_load() as load:
+                    out[name][rt] = paired_speedup(*pair, rounds, **kw)
+                out[name][rt].update(threads=torch.get_num_threads(), machine=load.result)
     return out
 
 
@@ -393,4 +460,5 @@ def measure(encoder: nn.Module, wavelengths, widths, gsd: float, *, size: int = 
 
 __all__ = ["FixedBands", "n_params", "flops", "state_size_mb", "export_onnx", "quantize_int8", "quantize_static_int8",
            "real_windows", "calibration_windows", "mean_cosine", "fastest_precision", "ort_session", "measure",
-           "architecture_scan", "task_model_efficiency", "paired_speedup", "paired_speedups"]
+           "architecture_scan", "task_model_efficiency", "paired_speedup", "paired_speedups", "torch_threads",
+           "machine_load"]

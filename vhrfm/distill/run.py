@@ -64,7 +64,12 @@ def goal_check(students: dict, max_params: int = 2_000_000, max_int8_mb: float =
     The issue asks for the speed "on the CPU" without naming a runtime. ``met_onnx`` is the same goal with the speed
     read with both models in ONNX Runtime (``speedup_vs_teacher_onnx``, batch 1, paired; how ``vhrfm predict
     --runtime onnx`` runs a network), so the two readings are never mixed. ``speed_ok_batch`` (PyTorch throughput at
-    the bench batch, 32; ``speedup_vs_teacher_batch``) is reported beside them and counts towards neither."""
+    the bench batch, 32; ``speedup_vs_teacher_batch``) is reported beside them and counts towards neither.
+
+    ``met_onnx_1thread`` reads the speed in ONNX Runtime with one thread per model (``speedup_vs_teacher_onnx_1thread``):
+    on a shared two-core machine the two-thread readings fall whenever another process is busy (from 24x to 18-20x
+    in ONNX Runtime with one busy process, ``scripts/speed_contention_study.py``), the one-thread ones do not, so it
+    is the reading this machine can certify; the two-core readings stay the ones an analyst's idle machine sees."""
     rows = {}
     for name, v in students.items():
         per_task = [r["f1_retained"] if r and r.get("f1_retained") is not None else None for r in v["task_kd"].values()]
@@ -72,13 +77,17 @@ def goal_check(students: dict, max_params: int = 2_000_000, max_int8_mb: float =
                "speed_ok": v["speedup_vs_teacher"] >= min_speedup,
                "f1_ok": None if None in per_task else all(r >= min_retained for r in per_task)}
         row["met"] = all(row.values())
-        for key, flag in (("speedup_vs_teacher_onnx", "speed_ok_onnx"), ("speedup_vs_teacher_batch", "speed_ok_batch")):
+        for key, flag in (("speedup_vs_teacher_onnx", "speed_ok_onnx"), ("speedup_vs_teacher_batch", "speed_ok_batch"),
+                          ("speedup_vs_teacher_onnx_1thread", "speed_ok_onnx_1thread")):
             if v.get(key) is not None:
                 row[flag] = v[key] >= min_speedup
-        row["met_onnx"] = bool(row.get("speed_ok_onnx")) and all(row[k] for k in ("params_ok", "size_ok", "f1_ok"))
+        rest = all(row[k] for k in ("params_ok", "size_ok", "f1_ok"))
+        row["met_onnx"] = bool(row.get("speed_ok_onnx")) and rest
+        row["met_onnx_1thread"] = bool(row.get("speed_ok_onnx_1thread")) and rest
         rows[name] = row
     return {"students": rows, "met": any(r["met"] for r in rows.values()),
             "met_onnx": any(r["met_onnx"] for r in rows.values()),
+            "met_onnx_1thread": any(r["met_onnx_1thread"] for r in rows.values()),
             "targets": {"params": max_params, "size_mb_int8": max_int8_mb, "speedup_vs_teacher": min_speedup,
                         "f1_retained_each_task": min_retained}}
 
@@ -134,6 +143,10 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
     timing = {"min_block_s": d.get("speedup_min_block_ms", 0) / 1e3, "settle_s": d.get("speedup_settle_ms", 0) / 1e3}
     speedups = paired_speedups(encoders["teacher"], {s: encoders[f"kd_{s}"] for s in d["students"]}, wl, wd,
                                EFFICIENCY_BANDS["gsd"], size=d["bench_size"], rounds=rounds, seed=seed, **timing)
+    # the same pairs with one thread each: a reading that another busy process on the machine leaves as it is
+    per_core = paired_speedups(encoders["teacher"], {s: encoders[f"kd_{s}"] for s in d["students"]}, wl, wd,
+                               EFFICIENCY_BANDS["gsd"], size=d["bench_size"], rounds=rounds, seed=seed, threads=1,
+                               **timing)
     scan = architecture_scan(encoders["teacher"], d.get("scan", []), wl, wd, EFFICIENCY_BANDS["gsd"],
                              size=d["bench_size"], rounds=rounds, seed=seed, progress=progress, **timing)
     for name, r in scan.items():  # the student (if any) whose network this is: distilled, its task F1 measured
@@ -165,6 +178,14 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
             "speedup_vs_teacher_onnx": paired["onnx"]["median"], "speedup_vs_teacher_onnx_iqr": paired["onnx"]["iqr"],
             "speedup_rounds": paired["torch"]["rounds"],
             "speedup_calls_per_timing": {rt: paired[rt]["calls_per_timing"] for rt in ("torch", "onnx")},
+            # one intra-op thread for both models (per core): insensitive to other load on the machine
+            "speedup_vs_teacher_1thread": per_core[s]["torch"]["median"],
+            "speedup_vs_teacher_1thread_iqr": per_core[s]["torch"]["iqr"],
+            "speedup_vs_teacher_onnx_1thread": per_core[s]["onnx"]["median"],
+            "speedup_vs_teacher_onnx_1thread_iqr": per_core[s]["onnx"]["iqr"],
+            # what else ran on the machine during each paired timing (vhrfm.distill.efficiency.machine_load)
+            "speedup_machine_load": {f"{rt}{sfx}": src[s][rt]["machine"] for sfx, src in (("", speedups), ("_1thread", per_core))
+                                     for rt in ("torch", "onnx")},
             "speedup_vs_teacher_unpaired": round(t_lat / e["cpu_latency_ms"], 3),
             "speedup_vs_teacher_onnx_unpaired": round(eff["teacher"]["onnx_latency_ms"] / e["onnx_latency_ms"], 3),
             # throughput at the profile's bench batch (32 but in smoke; PyTorch), each network measured separately:
