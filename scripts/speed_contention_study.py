@@ -19,7 +19,7 @@ with the machine and commit.
 
 ``results/studies/speed_contention.json`` (committed; not a pipeline output) was written on the cpu profile with
 ``--run tinyres16_anyband,T,L,N`` for T in 0 and 1, L in quiet and busy, N in 0 and 1 (in that order: N outermost,
-then T, then L; about 6 minutes on two cores), with ``--out results/studies/speed_contention.json``.
+then T, then L; about 5 minutes on two cores), with ``--out results/studies/speed_contention.json``.
 """
 
 from __future__ import annotations
