@@ -208,6 +208,21 @@ def _median_time(fn, repeats: int, warmup: int = 2) -> float:
     return float(np.median(times))
 
 
+def calls_per_block(fn, min_block_s: float, clock=time.perf_counter, max_calls: int = 100_000) -> int:
+    """How many calls of ``fn`` fill ``min_block_s``, found as :meth:`timeit.Timer.autorange` finds its loop count:
+    blocks of 1, 2, 4, ... calls until one lasts ``min_block_s``, whose rate then scales the count. A few slow first
+    calls (a fresh session's allocations, cold caches) are diluted in the growing blocks instead of setting it."""
+    n = 1
+    while True:
+        t0 = clock()
+        for _ in range(n):
+            fn()
+        spent = clock() - t0
+        if spent >= min_block_s or n >= max_calls:
+            return max(1, int(np.ceil(n * min_block_s / max(spent, 1e-12))))
+        n *= 2
+
+
 def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_counter, min_block_s: float = 0.0,
                    settle_s: float = 0.0, sleep=time.sleep) -> dict:
     """Speed-up of ``fn`` over ``ref_fn`` from interleaved timings: each round times one block of calls of each back to
@@ -216,8 +231,12 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
     shared machine drift; their ratio moved up to twofold between runs here.
 
     A block is ``calls_per_timing`` calls of the same callable, as many as make ``fn``'s block last ``min_block_s``
-    (timed after the warm-up; 1 when 0): a 1 ms call timed alone carries the scheduler's jitter, which spread the
-    ONNX Runtime ratios of the smallest student over an interquartile range from 7 to 17.
+    (:func:`calls_per_block`, after the warm-up; 1 when 0): a 1 ms call timed alone carries the scheduler's jitter,
+    which spread the ONNX Runtime ratios of the smallest student over an interquartile range from 7 to 17. The
+    count was first read from one call after the warm-up; in the distillation stage that call of the smallest
+    student still ran about ten times its steady time, its blocks held 4 calls where a separate process counted
+    37, and the per-block cost of waking the worker threads after the pause lowered its paired ONNX Runtime
+    speed-up from about 24x to 18x.
 
     ``settle_s``: an idle pause before every timed block (outside the timing). ONNX Runtime's worker threads keep
     spinning for a while after a run returns; two sessions timed back to back on two cores then share them with the
@@ -227,11 +246,7 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
     for _ in range(warmup):
         ref_fn()
         fn()
-    calls = 1
-    if min_block_s > 0:
-        t0 = clock()
-        fn()
-        calls = max(1, int(np.ceil(min_block_s / max(clock() - t0, 1e-9))))
+    calls = calls_per_block(fn, min_block_s, clock) if min_block_s > 0 else 1
     ratios = []
     for r in range(rounds):
         pair = (ref_fn, fn) if r % 2 == 0 else (fn, ref_fn)
@@ -460,5 +475,5 @@ def measure(encoder: nn.Module, wavelengths, widths, gsd: float, *, size: int = 
 
 __all__ = ["FixedBands", "n_params", "flops", "state_size_mb", "export_onnx", "quantize_int8", "quantize_static_int8",
            "real_windows", "calibration_windows", "mean_cosine", "fastest_precision", "ort_session", "measure",
-           "architecture_scan", "task_model_efficiency", "paired_speedup", "paired_speedups", "torch_threads",
+           "architecture_scan", "task_model_efficiency", "calls_per_block", "paired_speedup", "paired_speedups", "torch_threads",
            "machine_load"]
