@@ -1,8 +1,7 @@
 """Chapter 2's speed-up under load: does another busy process on the machine change a student's paired speed-up
 over the teacher, and does the answer depend on how many threads the two models use?
 
-Each ``--run STUDENT,THREADS,LOAD,N`` times the teacher's network (``--teacher``, a registry name; default the
-chapter's ``resnet18_anyband``) against the student's (``STUDENT``, a registry name) exactly as the distillation
+Each ``--run STUDENT,THREADS,LOAD,N`` times the teacher's network (the chapter's ``resnet18_anyband``) against the student's (``STUDENT``, a registry name) exactly as the distillation
 stage does (:func:`vhrfm.distill.efficiency.paired_speedups` on the chapter's efficiency band set, the profile's
 ``bench_size``, rounds, ``speedup_min_block_ms`` and ``speedup_settle_ms``), in PyTorch and in ONNX Runtime, with
 ``THREADS`` intra-op threads for both (``0``: every core, the stage's two-core reading). ``LOAD`` is ``quiet``
@@ -24,7 +23,6 @@ then T, then L; about 5 minutes on two cores), with ``--out results/studies/spee
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -32,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_study.py, however this file is loaded
-from _study import mean_over_seeds, runs_of  # noqa: E402
+from _study import mean_over_seeds, runs_of, study_main  # noqa: E402
 
 LOADS = ("quiet", "busy")
 SETTING = ("student", "threads", "load")
@@ -108,24 +106,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    from vhrfm.config import project_root
-    from vhrfm.provenance import machine_fingerprint
-    from vhrfm.reproducibility import checkout_commit
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--run", action="append", required=True, metavar="STUDENT,THREADS,LOAD,N")
-    ap.add_argument("--teacher", default="resnet18_anyband", help="the teacher's network (a registry name)")
-    ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--out", type=Path, help="also write the runs and their means here (JSON)")
-    a = ap.parse_args(argv)
-    rows = run(a.run, a.profile, a.teacher)
-    summary = summarise(rows)
-    for s in summary:
-        print(json.dumps(s))
-    if a.out:
-        a.out.write_text(json.dumps({"profile": a.profile, "machine": machine_fingerprint(),
-                                     "commit": checkout_commit(project_root()), "runs": rows, "means": summary},
-                                    indent=1) + "\n")
+    study_main(argv, __doc__, "STUDENT,THREADS,LOAD,N", run, summarise)
 
 
 if __name__ == "__main__":
