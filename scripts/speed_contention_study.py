@@ -52,7 +52,7 @@ def run(specs: list[str], profile: str, teacher: str = "resnet18_anyband") -> li
     import torch
 
     from vhrfm.config import load_profile
-    from vhrfm.distill.efficiency import paired_speedups
+    from vhrfm.distill.efficiency import paired_speedups, speedup_key
     from vhrfm.distill.run import EFFICIENCY_BANDS
     from vhrfm.models import create_encoder, list_encoders
     from vhrfm.sensors import get_sensor
@@ -85,8 +85,9 @@ def run(specs: list[str], profile: str, teacher: str = "resnet18_anyband") -> li
         row = {**r, "teacher": teacher, "input_px": d["bench_size"], "rounds": rounds,
                "seconds": round(time.perf_counter() - t0, 1)}
         for rt in ("torch", "onnx"):
-            row[f"speedup_{rt}"], row[f"speedup_{rt}_iqr"] = out[rt]["median"], out[rt]["iqr"]
-            row[f"threads_{rt}"], row[f"machine_{rt}"] = out[rt]["threads"], out[rt]["machine"]
+            got = out[speedup_key(rt, r["threads"] or None)]
+            row[f"speedup_{rt}"], row[f"speedup_{rt}_iqr"] = got["median"], got["iqr"]
+            row[f"threads_{rt}"], row[f"machine_{rt}"] = got["threads"], got["machine"]
         print(json.dumps(row), flush=True)
         rows.append(row)
     return rows

@@ -184,7 +184,10 @@ def test_paired_speedup_settles_before_each_block_outside_the_timing():
     out = paired_speedup(call("ref", 4.0), call("fn", 1.0), rounds=4, warmup=1, clock=lambda: now[0],
                          min_block_s=2.0, settle_s=0.05, sleep=sleep)
     assert out["median"] == 4.0 and out["iqr"] == [4.0, 4.0] and out["settle_ms"] == 50.0
-    timed = events[5:]  # after the warm-up pair and the calibration blocks of fn (1, then 2 calls)
+    # the warm-up pair, then fn's calibration blocks (1, then 2 calls), each after the same pause as a timed block:
+    # right after the other model's calls, the calibration would count calls in a machine state no timing sees
+    assert events[:7] == ["ref", "fn", "sleep", "fn", "sleep", "fn", "fn"]
+    timed = events[7:]
     assert timed == ["sleep", "ref", "ref", "sleep", "fn", "fn", "sleep", "fn", "fn", "sleep", "ref", "ref"] * 2
     # without it, no pause
     events.clear()
@@ -252,13 +255,54 @@ def test_paired_speedups_with_one_thread_run_both_runtimes_on_one_thread_and_res
     big, small = create_encoder("resnet18_anyband").eval(), create_encoder("mobilenetv3_small_anyband").eval()
     out = eff.paired_speedups(big, {"small": small}, WL, WD, 0.5, size=32, rounds=1, threads=1)["small"]
     assert seen == [1, 1]  # the teacher's session and the student's
+    assert set(out) == {"torch_1thread", "onnx_1thread"}
     for rt in ("torch", "onnx"):
-        assert out[rt]["inside"] == 1 and out[rt]["threads"] == 1
-        assert set(out[rt]["machine"] or {}) <= {"other_cpu_share", "steal_share", "own_cpu_share", "seconds"}
+        got = out[f"{rt}_1thread"]
+        assert got["inside"] == 1 and got["threads"] == 1 and got["batch"] == 1
+        assert set(got["machine"] or {}) <= {"other_cpu_share", "steal_share", "own_cpu_share", "seconds"}
     assert torch.get_num_threads() == before
     seen.clear()
     out = eff.paired_speedups(big, {"small": small}, WL, WD, 0.5, size=32, rounds=1)["small"]
     assert seen == [None, None] and out["onnx"]["threads"] == before  # default: every core PyTorch uses
+
+
+def test_paired_speedups_export_once_for_every_thread_count_and_pair_the_batch_at_the_first(monkeypatch):
+    """threads=(None, 1): each network exported once, sessions at each count (teacher, then the students, per
+    count), each reading under its own key; the batch pair runs in PyTorch at the first count only, on a batch."""
+    import vhrfm.distill.efficiency as eff
+
+    exported, sessions, shapes, real_export, real_session = [], [], [], eff.export_onnx, eff.ort_session
+    monkeypatch.setattr(eff, "export_onnx", lambda m, x, path, *a: exported.append(Path(path).stem) or
+                        real_export(m, x, path, *a))
+    monkeypatch.setattr(eff, "ort_session", lambda path, threads=None, spin=True: sessions.append(
+        (Path(path).stem, threads)) or real_session(path, threads, spin))
+
+    def fake_pair(ref, fn, rounds, **kw):
+        y = fn()
+        shapes.append(tuple(y[0].shape) if isinstance(y, list) else tuple(y.shape))
+        return {"median": 1.0, "iqr": [1.0, 1.0], "rounds": rounds}
+
+    monkeypatch.setattr(eff, "paired_speedup", fake_pair)
+    torch.manual_seed(0)
+    big, small = create_encoder("resnet18_anyband").eval(), create_encoder("mobilenetv3_small_anyband").eval()
+    tiny = create_encoder("tinyres16_anyband").eval()
+    out = eff.paired_speedups(big, {"a": small, "b": tiny}, WL, WD, 0.5, size=32, rounds=3, threads=(None, 1),
+                              batch=4, batch_rounds=2)
+    assert sorted(exported) == ["a", "b", "teacher"]
+    assert sessions == [("teacher", None), ("a", None), ("b", None), ("teacher", 1), ("a", 1), ("b", 1)]
+    for name in ("a", "b"):
+        assert set(out[name]) == {"torch", "onnx", "torch_b4", "torch_1thread", "onnx_1thread"}
+        assert out[name]["torch_b4"]["rounds"] == 2 and out[name]["torch_b4"]["batch"] == 4
+        assert out[name]["torch"]["rounds"] == 3 and out[name]["onnx_1thread"]["threads"] == 1
+    assert [s[0] for s in shapes] == [1, 1, 4, 1, 1, 4, 1, 1, 1, 1]  # per student: torch, onnx, torch at batch 4
+
+
+def test_speedup_key_names_runtime_batch_and_threads():
+    from vhrfm.distill.efficiency import speedup_key
+
+    assert speedup_key("torch") == "torch" and speedup_key("onnx", None) == "onnx"
+    assert speedup_key("onnx", 1) == "onnx_1thread" and speedup_key("torch", None, 32) == "torch_b32"
+    assert speedup_key("torch", 2, 32) == "torch_b32_2thread"
 
 
 def test_machine_load_sees_another_busy_process():

@@ -208,12 +208,15 @@ def _median_time(fn, repeats: int, warmup: int = 2) -> float:
     return float(np.median(times))
 
 
-def calls_per_block(fn, min_block_s: float, clock=time.perf_counter, max_calls: int = 100_000) -> int:
+def calls_per_block(fn, min_block_s: float, clock=time.perf_counter, max_calls: int = 100_000, before=None) -> int:
     """How many calls of ``fn`` fill ``min_block_s``, found as :meth:`timeit.Timer.autorange` finds its loop count:
     blocks of 1, 2, 4, ... calls until one lasts ``min_block_s``, whose rate then scales the count. A few slow first
-    calls (a fresh session's allocations, cold caches) are diluted in the growing blocks instead of setting it."""
+    calls (a fresh session's allocations, cold caches) are diluted in the growing blocks instead of setting it.
+    ``before``: called (untimed) before each block, e.g. the idle pause that precedes every timed block."""
     n = 1
     while True:
+        if before is not None:
+            before()
         t0 = clock()
         for _ in range(n):
             fn()
@@ -231,12 +234,13 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
     shared machine drift; their ratio moved up to twofold between runs here.
 
     A block is ``calls_per_timing`` calls of the same callable, as many as make ``fn``'s block last ``min_block_s``
-    (:func:`calls_per_block`, after the warm-up; 1 when 0): a 1 ms call timed alone carries the scheduler's jitter,
-    which spread the ONNX Runtime ratios of the smallest student over an interquartile range from 7 to 17. The
-    count was first read from one call after the warm-up; in the distillation stage that call of the smallest
-    student still ran about ten times its steady time, its blocks held 4 calls where a separate process counted
-    37, and the per-block cost of waking the worker threads after the pause lowered its paired ONNX Runtime
-    speed-up from about 24x to 18x.
+    (:func:`calls_per_block`, after the warm-up, each of its growing blocks after the same pause as a timed block;
+    1 when 0): a 1 ms call timed alone carries the scheduler's jitter, which spread the ONNX Runtime ratios of the
+    smallest student over an interquartile range from 7 to 17. The count was first read from one call after the
+    warm-up; in the distillation stage that call of the smallest student still ran about ten times its steady time,
+    its blocks held 4 calls where a separate process counted 37, and its paired ONNX Runtime speed-up read 18x
+    where separate processes read about 24x. What a short block pays once per block (after the pause: waking
+    parked threads, cold caches) was not measured separately; longer blocks dilute it whatever it is.
 
     ``settle_s``: an idle pause before every timed block (outside the timing). ONNX Runtime's worker threads keep
     spinning for a while after a run returns; two sessions timed back to back on two cores then share them with the
@@ -246,14 +250,15 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
     for _ in range(warmup):
         ref_fn()
         fn()
-    calls = calls_per_block(fn, min_block_s, clock) if min_block_s > 0 else 1
+    pause = (lambda: sleep(settle_s)) if settle_s > 0 else None
+    calls = calls_per_block(fn, min_block_s, clock, before=pause) if min_block_s > 0 else 1
     ratios = []
     for r in range(rounds):
         pair = (ref_fn, fn) if r % 2 == 0 else (fn, ref_fn)
         spent = []
         for call in pair:
-            if settle_s > 0:
-                sleep(settle_s)
+            if pause is not None:
+                pause()
             t0 = clock()
             for _ in range(calls):
                 call()
@@ -322,35 +327,56 @@ class machine_load:
         return False
 
 
+def speedup_key(runtime: str, threads: int | None = None, batch: int = 1) -> str:
+    """The key of one reading in a :func:`paired_speedups` result: ``runtime`` ("torch" or "onnx"), then ``_b32`` for
+    a batch other than one, then ``_1thread`` for a set thread count (none: every core PyTorch uses)."""
+    return runtime + (f"_b{batch}" if batch != 1 else "") + (f"_{threads}thread" if threads else "")
+
+
 def paired_speedups(teacher: nn.Module, students: dict[str, nn.Module], wavelengths, widths, gsd: float, *,
                     size: int = 256, rounds: int = 30, seed: int = 0, min_block_s: float = 0.0, settle_s: float = 0.0,
-                    threads: int | None = None, progress: bool = False) -> dict:
+                    threads: int | None | tuple = None, batch: int | None = None, batch_rounds: int | None = None,
+                    progress: bool = False) -> dict:
     """:func:`paired_speedup` of each of ``students`` ({name: encoder}) over ``teacher`` at batch one, in PyTorch and
     in ONNX Runtime (fp32 graphs of :func:`export_onnx`), on the same random input of their band set; the teacher is
-    fixed to the band set and exported once. Returns {name: {"torch": ..., "onnx": ...}}, each with the
-    :class:`machine_load` of its timing under ``"machine"``.
+    fixed to the band set, and every network is exported once. Returns {name: {key: result}}, keys from
+    :func:`speedup_key` ("torch", "onnx", ...), each result with its thread count and the :class:`machine_load` of
+    its timing under ``"machine"``.
 
-    ``threads``: the intra-op threads of both runtimes (default: PyTorch's, every core). With one thread, a model
-    timed on a two-core machine leaves a core to whatever else runs there, and its speed-up stays a property of the
-    two networks; with every core, any other busy process slows the thread that waits for it, most in the small
-    model's many short operators (``scripts/speed_contention_study.py``)."""
+    ``threads``: the intra-op threads of both runtimes (None: PyTorch's, every core), or a tuple of such counts, each
+    timed in turn (all students at the first, then at the next). With one thread, a model timed on a two-core machine
+    leaves a core to whatever else runs there, and its speed-up stays a property of the two networks; with every
+    core, any other busy process slows the thread that waits for it, most in the small model's many short operators
+    (``scripts/speed_contention_study.py``).
+
+    ``batch``: also pair the PyTorch throughput at that batch (``batch_rounds`` rounds, default ``rounds``), at the
+    first thread count only: a whole batch's call is long, so few rounds suffice."""
+    counts = list(threads) if isinstance(threads, (tuple, list)) else [threads]
     torch.manual_seed(seed)
     x1 = torch.randn(1, len(wavelengths), size, size)
+    xb = torch.randn(batch, len(wavelengths), size, size) if batch else None
     feed = {"image": x1.numpy()}
     ref = FixedBands(teacher, wavelengths, widths, gsd).eval()
-    out = {}
-    with tempfile.TemporaryDirectory() as d, torch.no_grad(), torch_threads(threads):
-        ref_sess = ort_session(export_onnx(ref, x1, Path(d) / "teacher.onnx"), threads=threads)
-        kw = {"min_block_s": min_block_s, "settle_s": settle_s}
-        for name, enc in tqdm(students.items(), desc="paired speed-ups", disable=not progress):
-            model = FixedBands(enc, wavelengths, widths, gsd).eval()
-            sess = ort_session(export_onnx(model, x1, Path(d) / f"{name}.onnx"), threads=threads)
-            out[name] = {}
-            for rt, pair in (("torch", (lambda: ref(x1), lambda: model(x1))),
-                             ("onnx", (lambda: ref_sess.run(None, feed), lambda: sess.run(None, feed)))):
-                with machine_load() as load:
-                    out[name][rt] = paired_speedup(*pair, rounds, **kw)
-                out[name][rt].update(threads=torch.get_num_threads(), machine=load.result)
+    models = {name: FixedBands(enc, wavelengths, widths, gsd).eval() for name, enc in students.items()}
+    out = {name: {} for name in students}
+    kw = {"min_block_s": min_block_s, "settle_s": settle_s}
+    with tempfile.TemporaryDirectory() as d, torch.no_grad():
+        ref_path = export_onnx(ref, x1, Path(d) / "teacher.onnx")
+        paths = {name: export_onnx(m, x1, Path(d) / f"{name}.onnx") for name, m in models.items()}
+        for i, n in enumerate(counts):
+            with torch_threads(n):
+                ref_sess = ort_session(ref_path, threads=n)
+                for name in tqdm(students, desc=f"paired speed-ups ({n or 'all'} threads)", disable=not progress):
+                    model, sess = models[name], ort_session(paths[name], threads=n)
+                    pairs = [("torch", 1, (lambda: ref(x1), lambda: model(x1)), rounds),
+                             ("onnx", 1, (lambda: ref_sess.run(None, feed), lambda: sess.run(None, feed)), rounds)]
+                    if batch and i == 0:
+                        pairs.append(("torch", batch, (lambda: ref(xb), lambda: model(xb)), batch_rounds or rounds))
+                    for rt, b, pair, r in pairs:
+                        key = speedup_key(rt, n, b)
+                        with machine_load() as load:
+                            out[name][key] = paired_speedup(*pair, r, **kw)
+                        out[name][key].update(threads=torch.get_num_threads(), batch=b, machine=load.result)
     return out
 
 
@@ -475,5 +501,5 @@ def measure(encoder: nn.Module, wavelengths, widths, gsd: float, *, size: int = 
 
 __all__ = ["FixedBands", "n_params", "flops", "state_size_mb", "export_onnx", "quantize_int8", "quantize_static_int8",
            "real_windows", "calibration_windows", "mean_cosine", "fastest_precision", "ort_session", "measure",
-           "architecture_scan", "task_model_efficiency", "calls_per_block", "paired_speedup", "paired_speedups", "torch_threads",
-           "machine_load"]
+           "architecture_scan", "task_model_efficiency", "calls_per_block", "paired_speedup", "paired_speedups", "speedup_key",
+           "torch_threads", "machine_load"]
