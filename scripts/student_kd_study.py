@@ -1,13 +1,14 @@
 """Chapter 2's accuracy goal over training seeds: does a compact student keep >= 95 % of the teacher's F1 on each
 task, and is one student's margin over another more than a seed's worth?
 
-Each ``--run TASK,STUDENT,SEED[,STEPS]`` trains ``student_taskkd`` of STUDENT (a registry name; its self-supervised KD
+Each ``--run TASK,STUDENT,SEED[,STEPS[,KD_WEIGHT]]`` trains ``student_taskkd`` of STUDENT (a registry name; its self-supervised KD
 weights ``models/distill/kd_<STUDENT>.safetensors`` from the ``distill`` stage) on TASK's (``wildfire`` or
 ``megafauna``) largest label budget, as the application does: the teacher variant the chapter distilled at that
 budget (``results/<task>/metrics.json`` ``distillation``), loaded from the task model the chapter saved
 (``models/<task>/<task>_<teacher>_<budget>.safetensors``); every training image as the KD pool; the task's schedule,
 ``kd_weight``, ``student_head`` and student's steps (``student_steps``, else ``steps``: STEPS, when given,
-replaces them, the same schedule longer or shorter); the task's threshold rule on validation and its test scores
+replaces them, the same schedule longer or shorter; KD_WEIGHT, when given, replaces ``kd_weight``, the weight of the
+teacher's soft outputs against the labels' loss; 0 trains on the labels alone); the task's threshold rule on validation and its test scores
 (:func:`vhrfm.apps.wildfire.score_val_test`, :func:`vhrfm.apps.megafauna.score_val_test`). ``f1_retained`` is the
 student's test F1 over that teacher's test F1 in the chapter (the ratio chapter 2's goal reads). The teacher is the
 chapter's (seed 0) in every run: the seeds vary the student only. With the applications' student and seed 0 a run
@@ -39,19 +40,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_study.py, h
 from _study import mean_over_seeds, runs_of, study_main  # noqa: E402
 
 TASKS = ("wildfire", "megafauna")
-SETTING = ("task", "student", "budget", "steps")
+SETTING = ("task", "student", "budget", "steps", "kd_weight")
 MEANS = ("val_f1", "test_precision", "test_recall", "test_f1", "f1_retained")
 
 
 def parse_run(spec: str) -> dict:
-    """``TASK,STUDENT,SEED[,STEPS]`` -> its fields (``steps`` None: the task's own)."""
+    """``TASK,STUDENT,SEED[,STEPS[,KD_WEIGHT]]`` -> its fields (``steps``, ``kd_weight`` None, or STEPS empty: the
+    task's own)."""
     parts = spec.split(",")
-    if len(parts) not in (3, 4) or parts[0] not in TASKS:
-        raise ValueError(f"--run {spec!r}: expected TASK,STUDENT,SEED[,STEPS] with TASK in {TASKS}")
-    steps = int(parts[3]) if len(parts) == 4 else None
+    if len(parts) not in (3, 4, 5) or parts[0] not in TASKS:
+        raise ValueError(f"--run {spec!r}: expected TASK,STUDENT,SEED[,STEPS[,KD_WEIGHT]] with TASK in {TASKS}")
+    steps = int(parts[3]) if len(parts) >= 4 and parts[3].strip() else None
     if steps is not None and steps < 1:
         raise ValueError(f"--run {spec!r}: STEPS must be a positive number of training steps")
-    return {"task": parts[0], "student": parts[1], "seed": int(parts[2]), "steps": steps}
+    kd_weight = float(parts[4]) if len(parts) == 5 else None
+    if kd_weight is not None and not kd_weight >= 0:
+        raise ValueError(f"--run {spec!r}: KD_WEIGHT must be a number >= 0 (0: the labels alone)")
+    return {"task": parts[0], "student": parts[1], "seed": int(parts[2]), "steps": steps, "kd_weight": kd_weight}
 
 
 def distilled_teacher(profile: str, task: str, app, budget: str):
@@ -88,13 +93,14 @@ def run(specs: list[str], profile: str) -> list[dict]:
             tasks[name] = apps[name].load_task(profile, progress=False)
         task = tasks[name]
         cfg = task.cfg if r["steps"] is None else {**task.cfg, "student_steps": r["steps"]}
+        cfg = cfg if r["kd_weight"] is None else {**cfg, "kd_weight": r["kd_weight"]}
         task = dataclasses.replace(task, cfg=cfg)
-        r["steps"] = train_steps("student_taskkd", cfg)
+        r["steps"], r["kd_weight"] = train_steps("student_taskkd", cfg), cfg.get("kd_weight", 1.0)
         budget = max(cfg["budgets"], key=cfg["budgets"].get)
         if name not in teachers:
             teachers[name] = distilled_teacher(profile, name, apps[name], budget)
         teacher_model, teacher_f1, teacher_net = teachers[name]
-        kd = {"kd_teacher": teacher_net, "kd_pool": task.train, "kd_weight": cfg.get("kd_weight", 1.0)}
+        kd = {"kd_teacher": teacher_net, "kd_pool": task.train, "kd_weight": r["kd_weight"]}
         sub, seed, t0 = task.train.subset(task.budgets[budget]), r["seed"], time.perf_counter()
         desc = f"{name} {r['student']} seed {seed}"
         if name == "wildfire":
@@ -126,7 +132,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    study_main(argv, __doc__, "TASK,STUDENT,SEED[,STEPS]", run, summarise)
+    study_main(argv, __doc__, "TASK,STUDENT,SEED[,STEPS[,KD_WEIGHT]]", run, summarise)
 
 
 if __name__ == "__main__":
