@@ -26,6 +26,9 @@ with ``--out results/studies/student_kd_seeds.json`` (at 9847276, before ``stude
 ``results/studies/student_kd_steps.json`` (committed; not a pipeline output), the study behind ``student_steps``:
 ``--run T,tinyres16_anyband,N,K`` for N in 0, 1, 2 and K the task's ``steps`` and three times that (wildfire 80 and
 240, megafauna 150 and 450), with ``--out results/studies/student_kd_steps.json``.
+``results/studies/student_kd_weight.json`` (committed; not a pipeline output), the KD weight at the teachers'
+schedules: ``--run T,tinyres16_anyband,N,K,W`` for T, K in (wildfire, 80) and (megafauna, 150), W in 0, 0.5, 1, 2, 4
+(in that order, W then N) and N in 0, 1, 2, with ``--out results/studies/student_kd_weight.json`` (about 13 minutes).
 """
 
 from __future__ import annotations
