@@ -1,12 +1,13 @@
 """Chapter 2's speed-up under load: does another busy process on the machine change a student's paired speed-up
 over the teacher, and does the answer depend on how many threads the two models use?
 
-Each ``--run STUDENT,THREADS,LOAD,N`` times the teacher's network (the chapter's ``resnet18_anyband``) against the student's (``STUDENT``, a registry name) exactly as the distillation
+Each ``--run STUDENT,THREADS,LOAD,N[,REWARM]`` times the teacher's network (the chapter's ``resnet18_anyband``) against the student's (``STUDENT``, a registry name) exactly as the distillation
 stage does (:func:`vhrfm.distill.efficiency.paired_speedups` on the chapter's efficiency band set, the profile's
 ``bench_size``, rounds, ``speedup_min_block_ms`` and ``speedup_settle_ms``), in PyTorch and in ONNX Runtime, with
 ``THREADS`` intra-op threads for both (``0``: every core, the stage's two-core reading). ``LOAD`` is ``quiet``
 (nothing else started) or ``busy`` (one other Python process spinning on a core for the whole timing). ``N`` seeds
-the networks' random weights and the input: a forward pass's time does not depend on the weights' values, so the
+the networks' random weights and the input; ``REWARM`` (default: the profile's ``speedup_rewarm_calls``) is the number
+of untimed calls before each timed block (:func:`vhrfm.distill.efficiency.paired_speedup`): a forward pass's time does not depend on the weights' values, so the
 study needs no trained model, and none of the pipeline's outputs. Each run records what else used the CPUs during
 each timing (:class:`vhrfm.distill.efficiency.machine_load`).
 
@@ -18,7 +19,10 @@ with the machine and commit.
 
 ``results/studies/speed_contention.json`` (committed; not a pipeline output) was written on the cpu profile with
 ``--run tinyres16_anyband,T,L,N`` for T in 0 and 1, L in quiet and busy, N in 0 and 1 (in that order: N outermost,
-then T, then L; about 5 minutes on two cores), with ``--out results/studies/speed_contention.json``.
+then T, then L; about 5 minutes on two cores), with ``--out results/studies/speed_contention.json``, before
+``REWARM`` existed (its runs are at 0 untimed calls). ``results/studies/speed_rewarm.json`` (committed; not a pipeline
+output): ``--run tinyres16_anyband,T,quiet,N,R`` for N in 0, 1, 2, T in 0 and 1, R in 0 and 1 (N outermost, then T,
+then R; about 7 minutes), with ``--out results/studies/speed_rewarm.json``.
 """
 
 from __future__ import annotations
@@ -33,19 +37,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/_study.py, h
 from _study import mean_over_seeds, runs_of, study_main  # noqa: E402
 
 LOADS = ("quiet", "busy")
-SETTING = ("student", "threads", "load")
+SETTING = ("student", "threads", "load", "rewarm")
 MEANS = ("speedup_torch", "speedup_onnx")
 BUSY_LOOP = "while True: pass"
 
 
 def parse_run(spec: str) -> dict:
-    """``STUDENT,THREADS,LOAD,N`` -> its fields."""
+    """``STUDENT,THREADS,LOAD,N[,REWARM]`` -> its fields (``rewarm`` None: the profile's)."""
     parts = spec.split(",")
-    if (len(parts) != 4 or not parts[1].strip().isdigit() or parts[2] not in LOADS
-            or not parts[3].strip().isdigit()):
-        raise ValueError(f"--run {spec!r}: expected STUDENT,THREADS,LOAD,N with THREADS a number (0: every core), "
-                         f"LOAD one of {LOADS} and N a repetition number")
-    return {"student": parts[0], "threads": int(parts[1]), "load": parts[2], "seed": int(parts[3])}
+    if (len(parts) not in (4, 5) or not parts[1].strip().isdigit() or parts[2] not in LOADS
+            or not parts[3].strip().isdigit() or (len(parts) == 5 and not parts[4].strip().isdigit())):
+        raise ValueError(f"--run {spec!r}: expected STUDENT,THREADS,LOAD,N[,REWARM] with THREADS a number (0: every "
+                         f"core), LOAD one of {LOADS}, N a repetition number and REWARM a number of untimed calls")
+    return {"student": parts[0], "threads": int(parts[1]), "load": parts[2], "seed": int(parts[3]),
+            "rewarm": int(parts[4]) if len(parts) == 5 else None}
 
 
 def run(specs: list[str], profile: str, teacher: str = "resnet18_anyband") -> list[dict]:
@@ -68,6 +73,8 @@ def run(specs: list[str], profile: str, teacher: str = "resnet18_anyband") -> li
     timing = {"min_block_s": d.get("speedup_min_block_ms", 0) / 1e3, "settle_s": d.get("speedup_settle_ms", 0) / 1e3}
     rows = []
     for r in runs:
+        if r["rewarm"] is None:
+            r["rewarm"] = d.get("speedup_rewarm_calls", 0)
         torch.manual_seed(r["seed"])
         nets = {"teacher": create_encoder(teacher).eval(), "student": create_encoder(r["student"]).eval()}
         busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) if r["load"] == "busy" else None
@@ -77,7 +84,7 @@ def run(specs: list[str], profile: str, teacher: str = "resnet18_anyband") -> li
                 time.sleep(1.0)  # the busy process is running before the first timing
             out = paired_speedups(nets["teacher"], {"student": nets["student"]}, wl, wd, EFFICIENCY_BANDS["gsd"],
                                   size=d["bench_size"], rounds=rounds, seed=r["seed"], threads=r["threads"] or None,
-                                  **timing)["student"]
+                                  rewarm=r["rewarm"], **timing)["student"]
         finally:
             if busy:
                 busy.kill()
@@ -107,7 +114,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    study_main(argv, __doc__, "STUDENT,THREADS,LOAD,N", run, summarise)
+    study_main(argv, __doc__, "STUDENT,THREADS,LOAD,N[,REWARM]", run, summarise)
 
 
 if __name__ == "__main__":

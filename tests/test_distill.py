@@ -125,7 +125,8 @@ def test_paired_speedup_is_the_median_ratio_of_alternating_timings():
         return f
 
     out = paired_speedup(call("ref", 4.0), call("fn", 1.0), rounds=9, warmup=2, clock=lambda: now[0])
-    assert out == {"median": 4.0, "iqr": [4.0, 4.0], "rounds": 9, "calls_per_timing": 1, "settle_ms": 0.0}
+    assert out == {"median": 4.0, "iqr": [4.0, 4.0], "rounds": 9, "calls_per_timing": 1, "settle_ms": 0.0,
+                   "rewarm_calls": 0}
     assert order[4:8] == ["ref", "fn", "fn", "ref"]  # round 0 reference first, round 1 the other first
 
 
@@ -189,6 +190,14 @@ def test_paired_speedup_settles_before_each_block_outside_the_timing():
     assert events[:7] == ["ref", "fn", "sleep", "fn", "sleep", "fn", "fn"]
     timed = events[7:]
     assert timed == ["sleep", "ref", "ref", "sleep", "fn", "fn", "sleep", "fn", "fn", "sleep", "ref", "ref"] * 2
+    # rewarm: after each pause, untimed calls of the block's own callable (the steady state of a stream of calls)
+    events.clear()
+    out = paired_speedup(call("ref", 4.0), call("fn", 1.0), rounds=2, warmup=1, clock=lambda: now[0],
+                         min_block_s=2.0, settle_s=0.05, sleep=sleep, rewarm=1)
+    assert out["median"] == 4.0 and out["rewarm_calls"] == 1
+    assert events[:9] == ["ref", "fn", "sleep", "fn", "fn", "sleep", "fn", "fn", "fn"]  # calibration blocks, re-warmed
+    assert events[9:] == ["sleep", "ref", "ref", "ref", "sleep", "fn", "fn", "fn", "sleep", "fn", "fn", "fn",
+                          "sleep", "ref", "ref", "ref"]
     # without it, no pause
     events.clear()
     paired_speedup(call("ref", 4.0), call("fn", 1.0), rounds=2, warmup=1, clock=lambda: now[0], sleep=sleep)

@@ -227,7 +227,7 @@ def calls_per_block(fn, min_block_s: float, clock=time.perf_counter, max_calls: 
 
 
 def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_counter, min_block_s: float = 0.0,
-                   settle_s: float = 0.0, sleep=time.sleep) -> dict:
+                   settle_s: float = 0.0, sleep=time.sleep, rewarm: int = 0) -> dict:
     """Speed-up of ``fn`` over ``ref_fn`` from interleaved timings: each round times one block of calls of each back to
     back (the order alternating between rounds), so both see the same machine state, and the speed-up is the median
     of the rounds' ratios (ref time / fn time) with their interquartile range. Latencies measured minutes apart on a
@@ -246,19 +246,32 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
     spinning for a while after a run returns; two sessions timed back to back on two cores then share them with the
     previous session's spinning threads, which slows the shorter calls most, and spreads the ratios. PyTorch runs both
     models on one thread pool and is barely affected. ``scripts/student_speed_study.py`` measures the paired ratios
-    with and without the pause (record: ``results/studies/student_speed_repeats.json``)."""
+    with and without the pause (record: ``results/studies/student_speed_repeats.json``).
+
+    ``rewarm``: untimed calls of a block's callable after the pause and before its timing (and before each
+    calibration block). The first call after an idle pause runs slower than the steady calls of a stream (parked
+    worker threads, caches the other model evicted), and a block pays it once: with ``rewarm=1`` every paired ratio
+    of the smallest student rose, by about 8 % in ONNX Runtime and 12-20 % in PyTorch, in every repetition
+    (``scripts/speed_contention_study.py``, record ``results/studies/speed_rewarm.json``). A whole-scene prediction
+    calls the network on window after window, the steady state that ``rewarm`` times."""
     for _ in range(warmup):
         ref_fn()
         fn()
-    pause = (lambda: sleep(settle_s)) if settle_s > 0 else None
-    calls = calls_per_block(fn, min_block_s, clock, before=pause) if min_block_s > 0 else 1
+    def prepare(call):  # untimed, before each block of ``call``: the pause, then ``rewarm`` calls
+        def before():
+            if settle_s > 0:
+                sleep(settle_s)
+            for _ in range(rewarm):
+                call()
+        return before
+
+    calls = calls_per_block(fn, min_block_s, clock, before=prepare(fn)) if min_block_s > 0 else 1
     ratios = []
     for r in range(rounds):
         pair = (ref_fn, fn) if r % 2 == 0 else (fn, ref_fn)
         spent = []
         for call in pair:
-            if pause is not None:
-                pause()
+            prepare(call)()
             t0 = clock()
             for _ in range(calls):
                 call()
@@ -267,7 +280,7 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
         ratios.append(t_ref / max(t_fn, 1e-12))
     q25, q50, q75 = np.percentile(ratios, [25, 50, 75])
     return {"median": round(float(q50), 3), "iqr": [round(float(q25), 3), round(float(q75), 3)], "rounds": rounds,
-            "calls_per_timing": calls, "settle_ms": round(1e3 * settle_s, 3)}
+            "calls_per_timing": calls, "settle_ms": round(1e3 * settle_s, 3), "rewarm_calls": rewarm}
 
 
 class torch_threads:
@@ -336,7 +349,7 @@ def speedup_key(runtime: str, threads: int | None = None, batch: int = 1) -> str
 def paired_speedups(teacher: nn.Module, students: dict[str, nn.Module], wavelengths, widths, gsd: float, *,
                     size: int = 256, rounds: int = 30, seed: int = 0, min_block_s: float = 0.0, settle_s: float = 0.0,
                     threads: int | None | tuple = None, batch: int | None = None, batch_rounds: int | None = None,
-                    progress: bool = False) -> dict:
+                    rewarm: int = 0, progress: bool = False) -> dict:
     """:func:`paired_speedup` of each of ``students`` ({name: encoder}) over ``teacher`` at batch one, in PyTorch and
     in ONNX Runtime (fp32 graphs of :func:`export_onnx`), on the same random input of their band set; the teacher is
     fixed to the band set, and every network is exported once. Returns {name: {key: result}}, keys from
@@ -359,7 +372,7 @@ def paired_speedups(teacher: nn.Module, students: dict[str, nn.Module], waveleng
     ref = FixedBands(teacher, wavelengths, widths, gsd).eval()
     models = {name: FixedBands(enc, wavelengths, widths, gsd).eval() for name, enc in students.items()}
     out = {name: {} for name in students}
-    kw = {"min_block_s": min_block_s, "settle_s": settle_s}
+    kw = {"min_block_s": min_block_s, "settle_s": settle_s, "rewarm": rewarm}
     with tempfile.TemporaryDirectory() as d, torch.no_grad():
         ref_path = export_onnx(ref, x1, Path(d) / "teacher.onnx")
         paths = {name: export_onnx(m, x1, Path(d) / f"{name}.onnx") for name, m in models.items()}
@@ -382,7 +395,7 @@ def paired_speedups(teacher: nn.Module, students: dict[str, nn.Module], waveleng
 
 def architecture_scan(teacher: nn.Module, timm_names: list[str], wavelengths, widths, gsd: float, *, size: int = 256,
                       rounds: int = 30, seed: int = 0, min_block_s: float = 0.0, settle_s: float = 0.0,
-                      progress: bool = False) -> dict:
+                      rewarm: int = 0, progress: bool = False) -> dict:
     """Which student architectures *could* reach a speed target, before any is trained: each timm network of
     ``timm_names`` with the any-band stem, at random initialisation (the time of a forward pass does not depend on the
     weights' values), measured like the trained students (parameters, FLOPs, fp32 size, :func:`paired_speedups` over
@@ -394,7 +407,7 @@ def architecture_scan(teacher: nn.Module, timm_names: list[str], wavelengths, wi
         torch.manual_seed(seed)
         cands[name] = AnyBandConvNet(name).eval()
     paired = paired_speedups(teacher, cands, wavelengths, widths, gsd, size=size, rounds=rounds, seed=seed,
-                             min_block_s=min_block_s, settle_s=settle_s, progress=progress)
+                             min_block_s=min_block_s, settle_s=settle_s, rewarm=rewarm, progress=progress)
     x1 = torch.zeros(1, len(wavelengths), size, size)
     out = {}
     for name, enc in cands.items():
@@ -408,7 +421,7 @@ def architecture_scan(teacher: nn.Module, timm_names: list[str], wavelengths, wi
 
 
 def task_model_efficiency(models: dict, reference: str, *, size: int = 256, rounds: int = 30, seed: int = 0,
-                          min_block_s: float = 0.0, settle_s: float = 0.0) -> dict:
+                          min_block_s: float = 0.0, settle_s: float = 0.0, rewarm: int = 0) -> dict:
     """Efficiency of whole task networks (encoder and dense head, as ``vhrfm predict`` runs them) on ``size`` x
     ``size`` tiles of their training bands at batch one: parameters, FLOPs (and the encoder's share), and each
     model's :func:`paired_speedup` over ``models[reference]`` in PyTorch and in ONNX Runtime, and over itself in
@@ -426,7 +439,7 @@ def task_model_efficiency(models: dict, reference: str, *, size: int = 256, roun
     torch.manual_seed(seed)
     x1 = torch.randn(1, c, size, size)
     feed = {"image": x1.numpy()}
-    kw = {"min_block_s": min_block_s, "settle_s": settle_s}
+    kw = {"min_block_s": min_block_s, "settle_s": settle_s, "rewarm": rewarm}
     nets, sessions, out = {}, {}, {}
     with tempfile.TemporaryDirectory() as d, torch.no_grad():
         for name, tm in models.items():
