@@ -250,9 +250,10 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
 
     ``rewarm``: untimed calls of a block's callable after the pause and before its timing (and before each
     calibration block). The first call after an idle pause runs slower than the steady calls of a stream (parked
-    worker threads, caches the other model evicted), and a block pays it once: with ``rewarm=1`` every paired ratio
-    of the smallest student rose, by about 8 % in ONNX Runtime and 12-20 % in PyTorch, in every repetition
-    (``scripts/speed_contention_study.py``, record ``results/studies/speed_rewarm.json``). A whole-scene prediction
+    worker threads, caches the other model evicted, perhaps), and a block pays it once: with ``rewarm=1`` every
+    paired ratio of the smallest student rose, by 5-6 % in ONNX Runtime and about 10 % in PyTorch, at two threads
+    and at one, in each of three repetitions (``scripts/speed_contention_study.py``, record
+    ``results/studies/speed_rewarm.json``; which of those causes weighs most was not measured). A whole-scene prediction
     calls the network on window after window, the steady state that ``rewarm`` times."""
     for _ in range(warmup):
         ref_fn()
