@@ -1,15 +1,17 @@
 """Chapter 2's speed-up under load: does another busy process on the machine change a student's paired speed-up
 over the teacher, and does the answer depend on how many threads the two models use?
 
-Each ``--run STUDENT,THREADS,LOAD,N[,REWARM]`` times the teacher's network (the chapter's ``resnet18_anyband``) against the student's (``STUDENT``, a registry name) exactly as the distillation
-stage does (:func:`vhrfm.distill.efficiency.paired_speedups` on the chapter's efficiency band set, the profile's
-``bench_size``, rounds, ``speedup_min_block_ms`` and ``speedup_settle_ms``), in PyTorch and in ONNX Runtime, with
+Each ``--run STUDENT,THREADS,LOAD,N[,REWARM]`` times the teacher's network (the chapter's ``resnet18_anyband``)
+against the student's (``STUDENT``, a registry name) exactly as the distillation stage does
+(:func:`vhrfm.distill.efficiency.paired_speedups` on the chapter's efficiency band set, the profile's ``bench_size``,
+rounds, ``speedup_min_block_ms`` and ``speedup_settle_ms``), in PyTorch and in ONNX Runtime, with
 ``THREADS`` intra-op threads for both (``0``: every core, the stage's two-core reading). ``LOAD`` is ``quiet``
 (nothing else started) or ``busy`` (one other Python process spinning on a core for the whole timing). ``N`` seeds
-the networks' random weights and the input; ``REWARM`` (default: the profile's ``speedup_rewarm_calls``) is the number
-of untimed calls before each timed block (:func:`vhrfm.distill.efficiency.paired_speedup`): a forward pass's time does not depend on the weights' values, so the
-study needs no trained model, and none of the pipeline's outputs. Each run records what else used the CPUs during
-each timing (:class:`vhrfm.distill.efficiency.machine_load`).
+the networks' random weights and the input: a forward pass's time does not depend on the weights' values, so the
+study needs no trained model, and none of the pipeline's outputs. ``REWARM`` (default: the profile's
+``speedup_rewarm_calls``) is the number of untimed calls of a network after the pause before each of its timed blocks
+(:func:`vhrfm.distill.efficiency.paired_speedup`). Each run records what else used the CPUs during each timing
+(:class:`vhrfm.distill.efficiency.machine_load`).
 
     python scripts/speed_contention_study.py --run tinyres16_anyband,0,quiet,0 --run tinyres16_anyband,0,busy,0 \\
         --run tinyres16_anyband,1,quiet,0 --run tinyres16_anyband,1,busy,0
