@@ -3,8 +3,8 @@ over the teacher, and does the answer depend on how many threads the two models 
 
 Each ``--run STUDENT,THREADS,LOAD,N[,REWARM]`` times the teacher's network (the chapter's ``resnet18_anyband``)
 against the student's (``STUDENT``, a registry name) exactly as the distillation stage does
-(:func:`vhrfm.distill.efficiency.paired_speedups` on the chapter's efficiency band set, the profile's ``bench_size``,
-rounds, ``speedup_min_block_ms`` and ``speedup_settle_ms``), in PyTorch and in ONNX Runtime, with
+(:func:`vhrfm.distill.efficiency.paired_speedups` on the chapter's efficiency band set, the profile's ``bench_size``
+and :func:`vhrfm.distill.run.paired_timing`), in PyTorch and in ONNX Runtime, with
 ``THREADS`` intra-op threads for both (``0``: every core, the stage's two-core reading). ``LOAD`` is ``quiet``
 (nothing else started) or ``busy`` (one other Python process spinning on a core for the whole timing). ``N`` seeds
 the networks' random weights and the input: a forward pass's time does not depend on the weights' values, so the
@@ -60,7 +60,7 @@ def run(specs: list[str], profile: str, teacher: str = "resnet18_anyband") -> li
 
     from vhrfm.config import load_profile
     from vhrfm.distill.efficiency import paired_speedups, speedup_key
-    from vhrfm.distill.run import EFFICIENCY_BANDS
+    from vhrfm.distill.run import EFFICIENCY_BANDS, paired_timing
     from vhrfm.models import create_encoder, list_encoders
     from vhrfm.sensors import get_sensor
 
@@ -71,12 +71,11 @@ def run(specs: list[str], profile: str, teacher: str = "resnet18_anyband") -> li
     d = load_profile(profile)["distill"]
     sensor = get_sensor(EFFICIENCY_BANDS["sensor"])
     wl, wd = sensor.wavelengths(EFFICIENCY_BANDS["bands"]), sensor.widths(EFFICIENCY_BANDS["bands"])
-    rounds = max(10, 3 * d["bench_repeats"])
-    timing = {"min_block_s": d.get("speedup_min_block_ms", 0) / 1e3, "settle_s": d.get("speedup_settle_ms", 0) / 1e3}
+    timing = paired_timing(d)
     rows = []
     for r in runs:
         if r["rewarm"] is None:
-            r["rewarm"] = d.get("speedup_rewarm_calls", 0)
+            r["rewarm"] = timing["rewarm"]
         torch.manual_seed(r["seed"])
         nets = {"teacher": create_encoder(teacher).eval(), "student": create_encoder(r["student"]).eval()}
         busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) if r["load"] == "busy" else None
@@ -85,13 +84,13 @@ def run(specs: list[str], profile: str, teacher: str = "resnet18_anyband") -> li
             if busy:
                 time.sleep(1.0)  # the busy process is running before the first timing
             out = paired_speedups(nets["teacher"], {"student": nets["student"]}, wl, wd, EFFICIENCY_BANDS["gsd"],
-                                  size=d["bench_size"], rounds=rounds, seed=r["seed"], threads=r["threads"] or None,
-                                  rewarm=r["rewarm"], **timing)["student"]
+                                  size=d["bench_size"], seed=r["seed"], threads=r["threads"] or None,
+                                  **{**timing, "rewarm": r["rewarm"]})["student"]
         finally:
             if busy:
                 busy.kill()
                 busy.wait()
-        row = {**r, "teacher": teacher, "input_px": d["bench_size"], "rounds": rounds,
+        row = {**r, "teacher": teacher, "input_px": d["bench_size"], "rounds": timing["rounds"],
                "seconds": round(time.perf_counter() - t0, 1)}
         for rt in ("torch", "onnx"):
             got = out[speedup_key(rt, r["threads"] or None)]

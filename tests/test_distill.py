@@ -363,3 +363,17 @@ def test_paired_speedups_time_the_teacher_as_the_reference(monkeypatch):
     torch.testing.assert_close(t_fn, want_fn)
     torch.testing.assert_close(torch.from_numpy(o_ref[0]), want_ref, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(torch.from_numpy(o_fn[0]), want_fn, atol=1e-4, rtol=1e-4)
+
+
+def test_paired_timing_maps_a_profiles_settings_onto_paired_speedups():
+    import inspect
+
+    from vhrfm.config import load_profile
+    from vhrfm.distill.efficiency import architecture_scan, paired_speedups, task_model_efficiency
+    from vhrfm.distill.run import paired_timing
+
+    assert paired_timing({"bench_repeats": 2}) == {"rounds": 10, "min_block_s": 0.0, "settle_s": 0.0, "rewarm": 0}
+    t = paired_timing(load_profile("cpu")["distill"])
+    assert t == {"rounds": 30, "min_block_s": 0.02, "settle_s": 0.05, "rewarm": 1}
+    for f in (paired_speedups, architecture_scan, task_model_efficiency):  # every function the stage passes it to
+        assert set(t) <= set(inspect.signature(f).parameters)

@@ -239,8 +239,8 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
     smallest student over an interquartile range from 7 to 17. The count was first read from one call after the
     warm-up; in the distillation stage that call of the smallest student still ran about ten times its steady time,
     its blocks held 4 calls where a separate process counted 37, and its paired ONNX Runtime speed-up read 18x
-    where separate processes read about 24x. What a short block pays once per block (after the pause: waking
-    parked threads, cold caches) was not measured separately; longer blocks dilute it whatever it is.
+    where separate processes read about 24x. Longer blocks dilute what a block pays once, after its pause;
+    ``rewarm`` (below) takes it out of the timing.
 
     ``settle_s``: an idle pause before every timed block (outside the timing). ONNX Runtime's worker threads keep
     spinning for a while after a run returns; two sessions timed back to back on two cores then share them with the
@@ -258,21 +258,20 @@ def paired_speedup(ref_fn, fn, rounds: int, warmup: int = 2, clock=time.perf_cou
     for _ in range(warmup):
         ref_fn()
         fn()
-    def prepare(call):  # untimed, before each block of ``call``: the pause, then ``rewarm`` calls
-        def before():
-            if settle_s > 0:
-                sleep(settle_s)
-            for _ in range(rewarm):
-                call()
-        return before
 
-    calls = calls_per_block(fn, min_block_s, clock, before=prepare(fn)) if min_block_s > 0 else 1
+    def prepare(call):  # untimed, before each block of ``call``: the pause, then ``rewarm`` calls
+        if settle_s > 0:
+            sleep(settle_s)
+        for _ in range(rewarm):
+            call()
+
+    calls = calls_per_block(fn, min_block_s, clock, before=lambda: prepare(fn)) if min_block_s > 0 else 1
     ratios = []
     for r in range(rounds):
         pair = (ref_fn, fn) if r % 2 == 0 else (fn, ref_fn)
         spent = []
         for call in pair:
-            prepare(call)()
+            prepare(call)
             t0 = clock()
             for _ in range(calls):
                 call()

@@ -109,6 +109,15 @@ def fastest_onnx_ms(e: dict, min_cosine: float = 0.99) -> float:
     return latency[fastest_precision(latency, {g: e[f"{g}_cosine_to_torch"] for g in graphs}, min_cosine)]
 
 
+def paired_timing(d: dict) -> dict:
+    """The paired timings' settings of a profile's ``distill`` block ``d``, as keyword arguments of
+    :func:`vhrfm.distill.efficiency.paired_speedups` (and its siblings): rounds, blocks of calls long enough to time
+    (``speedup_min_block_ms``), each after an idle pause (``speedup_settle_ms``: ONNX Runtime's spinning threads) and
+    as many untimed calls (``speedup_rewarm_calls``: the steady state of a stream of windows)."""
+    return {"rounds": max(10, 3 * d["bench_repeats"]), "min_block_s": d.get("speedup_min_block_ms", 0) / 1e3,
+            "settle_s": d.get("speedup_settle_ms", 0) / 1e3, "rewarm": d.get("speedup_rewarm_calls", 0)}
+
+
 def run_distillation(profile: str, progress: bool = True) -> dict:
     from vhrfm.distill.efficiency import (architecture_scan, calibration_windows, measure, paired_speedups,
                                           speedup_key, task_model_efficiency)
@@ -138,19 +147,15 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
         eff[name] = measure(encoders[name], wl, wd, EFFICIENCY_BANDS["gsd"], size=d["bench_size"], batch=d["bench_batch"],
                             repeats=d["bench_repeats"], seed=seed, calib=calib, evaluation=evaluation)
     t_lat = eff["teacher"]["cpu_latency_ms"]
-    rounds = max(10, 3 * d["bench_repeats"])
-    # blocks of calls long enough to time, each after an idle pause (ONNX Runtime's spinning threads: paired_speedup)
-    # and after as many untimed calls (the steady state of a stream of windows)
-    timing = {"min_block_s": d.get("speedup_min_block_ms", 0) / 1e3, "settle_s": d.get("speedup_settle_ms", 0) / 1e3,
-              "rewarm": d.get("speedup_rewarm_calls", 0)}
+    timing = paired_timing(d)
     # at every core, then at one thread per model (a reading another busy process on the machine leaves as it is),
     # and the PyTorch throughput at the bench batch at every core: one export of each network
     speedups = paired_speedups(encoders["teacher"], {s: encoders[f"kd_{s}"] for s in d["students"]}, wl, wd,
-                               EFFICIENCY_BANDS["gsd"], size=d["bench_size"], rounds=rounds, seed=seed, threads=(None, 1),
+                               EFFICIENCY_BANDS["gsd"], size=d["bench_size"], seed=seed, threads=(None, 1),
                                batch=d["bench_batch"], batch_rounds=max(5, d["bench_repeats"]), progress=progress,
                                **timing)
     scan = architecture_scan(encoders["teacher"], d.get("scan", []), wl, wd, EFFICIENCY_BANDS["gsd"],
-                             size=d["bench_size"], rounds=rounds, seed=seed, progress=progress, **timing)
+                             size=d["bench_size"], seed=seed, progress=progress, **timing)
     for name, r in scan.items():  # the student (if any) whose network this is: distilled, its task F1 measured
         r["distilled_as"] = scan_student(name, d["students"])
     task_models = {}
@@ -158,7 +163,7 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
         pair = index_models(profile, task, ("teacher", "student"))
         if pair:
             task_models[task] = task_model_efficiency(pair, "teacher", size=pair["student"].card.get("tile_size", 256),
-                                                      rounds=rounds, seed=seed, **timing)
+                                                      seed=seed, **timing)
     students, tput = {}, "cpu_images_per_s_b%d" % d["bench_batch"]
     batch_key = speedup_key("torch", None, d["bench_batch"])
     for s in d["students"]:
@@ -226,4 +231,4 @@ def run_distillation(profile: str, progress: bool = True) -> dict:
     return metrics
 
 
-__all__ = ["run_distillation", "goal_check", "scan_student", "task_f1", "task_scores", "index_models", "EFFICIENCY_BANDS"]
+__all__ = ["run_distillation", "paired_timing", "goal_check", "scan_student", "task_f1", "task_scores", "index_models", "EFFICIENCY_BANDS"]
